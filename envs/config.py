@@ -1,0 +1,106 @@
+"""Config helpers shared by every task: object sets and command-line style overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from envs.hand import constants as C
+
+# Default MuJoCo geom sizes per shape: (half-x, half-y, half-z) for boxes and ellipsoids,
+# (radius, half-length, unused) for cylinders and capsules, (radius, unused, unused) for spheres.
+DEFAULT_SIZE_RANGES = {
+    "box": ((0.02, 0.02, 0.02), (0.03, 0.03, 0.035)),
+    "cylinder": ((0.02, 0.025, 0.0), (0.03, 0.04, 0.0)),
+    "sphere": ((0.025, 0.0, 0.0), (0.035, 0.0, 0.0)),
+    "capsule": ((0.018, 0.02, 0.0), (0.025, 0.035, 0.0)),
+    "ellipsoid": ((0.025, 0.025, 0.025), (0.035, 0.035, 0.04)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectConfig:
+    """The object drawn each episode. Sizes are MuJoCo geom sizes for the shape; leave them
+    ``None`` for the shape's default range."""
+
+    shape: str = "box"
+    """One of box, cylinder, sphere, capsule, ellipsoid."""
+    size_min: tuple[float, float, float] | None = None
+    """Lower bound of the geom size (per component)."""
+    size_max: tuple[float, float, float] | None = None
+    """Upper bound of the geom size (per component)."""
+    mass_range: tuple[float, float] = (0.05, 0.2)
+    """Object mass (kg), uniform."""
+    friction_range: tuple[float, float] = (0.7, 1.2)
+    """Sliding friction of the object's contacts, uniform."""
+    xy_range: tuple[float, float] = (0.06, 0.06)
+    """Half-range of the initial x, y position around the workspace centre (m)."""
+    yaw_range: float = 3.1416
+    """Half-range of the initial yaw (rad)."""
+
+    def __post_init__(self):
+        if self.shape not in C.OBJECT_SHAPES:
+            raise ValueError(f"unknown object shape {self.shape!r}; valid: {C.OBJECT_SHAPES}")
+        lo, hi = self.sizes
+        if any(a > b for a, b in zip(lo, hi, strict=True)):
+            raise ValueError(f"size_min {lo} must not exceed size_max {hi}")
+        if self.mass_range[0] <= 0 or self.mass_range[0] > self.mass_range[1]:
+            raise ValueError(f"mass_range must be positive and increasing, got {self.mass_range}")
+
+    @property
+    def sizes(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        lo, hi = DEFAULT_SIZE_RANGES[self.shape]
+        return tuple(self.size_min or lo), tuple(self.size_max or hi)
+
+
+def rest_height(shape: str, size):
+    """Height of the object's centre when it rests on the table in its initial orientation."""
+    if shape in ("box", "ellipsoid"):
+        return size[2]
+    if shape == "cylinder":
+        return size[1]
+    return size[0]  # sphere, and capsules lying on their side
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """Return ``cfg`` with ``overrides`` applied. Keys are field names, dotted for nested configs
+    (``"object.shape"``), or nested dicts (``object={"shape": "sphere"}``). An unknown key raises
+    a ``ValueError`` listing the valid ones."""
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in fields:
+            raise ValueError(
+                f"unknown config key {key!r} for {type(cfg).__name__}; valid keys: "
+                f"{', '.join(valid_keys(cfg))}"
+            )
+        sub = getattr(cfg, head)
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        elif isinstance(value, dict) and dataclasses.is_dataclass(sub):
+            nested.setdefault(head, {}).update(value)
+        else:
+            if isinstance(value, list):
+                value = tuple(value)
+            changes[head] = value
+    for head, sub_overrides in nested.items():
+        changes[head] = apply_overrides(getattr(cfg, head), sub_overrides)
+    return dataclasses.replace(cfg, **changes)
+
+
+def valid_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every overridable key of a (nested) config dataclass, dotted."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += valid_keys(value, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,185 @@
+"""Grasp: pick up one object from the table and hold it.
+
+RFS (Su et al., ICLR 2026), simulation task "Grasp": success when the object is raised at least
+``lift_height`` above its resting height and held there for ``hold_time`` seconds; the episode
+ends on success (sparse-reward handling: terminate on success, bootstrap only at time-outs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import State
+from mujoco import mjx
+
+from envs.config import ObjectConfig, rest_height
+from envs.hand.base import ACTION_SIZE, HandConfig, HandEnv
+from envs.hand.mjcf import ObjectSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class GraspRewardConfig:
+    """Scales of the named reward terms (logged as ``reward/<name>``)."""
+
+    reach: float = 0.5
+    """Grasp point near the object: ``1 - tanh(10 d)``."""
+    contact: float = 0.5
+    """Fraction of thumb + fingers touching the object, thumb weighted as the three fingers."""
+    lift: float = 2.0
+    """Height above rest, as a fraction of ``lift_height`` (clipped to [0, 1])."""
+    success: float = 10.0
+    """Once, when the hold time is reached."""
+    action: float = 0.01
+    """Penalty on the squared action norm (per dimension)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GraspConfig:
+    """The grasp task."""
+
+    hand: HandConfig = HandConfig()
+    object: ObjectConfig = ObjectConfig()
+    reward: GraspRewardConfig = GraspRewardConfig()
+    episode_length: int = 100
+    """Control steps per episode (5 s at 20 Hz)."""
+    lift_height: float = 0.10
+    """How far above its resting height the object must be raised (m)."""
+    hold_time: float = 1.0
+    """How long it must stay there (s)."""
+    wrist_home: tuple[float, float, float] = (0.0, 0.0, 0.20)
+    """Initial wrist position (m)."""
+    wrist_home_noise: float = 0.03
+    """Half-range of the uniform noise on the initial wrist position (m)."""
+
+    @property
+    def hold_steps(self) -> int:
+        return max(1, round(self.hold_time / self.hand.ctrl_dt))
+
+
+class Grasp(HandEnv):
+    """Single-instance grasp env on the brax ``Env`` interface."""
+
+    def __init__(self, config: GraspConfig = GraspConfig()):
+        self.config = config
+        spec = ObjectSpec("object", config.object.shape, config.object.sizes[1])
+        super().__init__(config.hand, (spec,))
+        lo, hi = config.object.sizes
+        self._size_lo, self._size_hi = jnp.array(lo), jnp.array(hi)
+
+    def reset(self, rng: jax.Array) -> State:
+        cfg, ocfg = self.config, self.config.object
+        k_size, k_mass, k_fric, k_xy, k_yaw, k_wrist = jax.random.split(rng, 6)
+        size = jax.random.uniform(k_size, (3,), minval=self._size_lo, maxval=self._size_hi)
+        mass = jax.random.uniform(k_mass, (), minval=ocfg.mass_range[0], maxval=ocfg.mass_range[1])
+        friction = jax.random.uniform(
+            k_fric, (), minval=ocfg.friction_range[0], maxval=ocfg.friction_range[1]
+        )
+        xy = jax.random.uniform(k_xy, (2,), minval=-1.0, maxval=1.0) * jnp.array(ocfg.xy_range)
+        yaw = jax.random.uniform(k_yaw, (), minval=-1.0, maxval=1.0) * ocfg.yaw_range
+        rest_z = rest_height(ocfg.shape, size)
+        obj_pos = jnp.array([xy[0], xy[1], rest_z + 1e-3])
+        obj_quat = jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
+        wrist = jnp.zeros(6).at[:3].set(
+            jnp.array(cfg.wrist_home)
+            + jax.random.uniform(k_wrist, (3,), minval=-1.0, maxval=1.0) * cfg.wrist_home_noise
+        )
+
+        adr = self._obj["object"]["qadr"]
+        qpos = jnp.array(self.mj_model.qpos0)
+        qpos = qpos.at[self._wrist_qadr].set(wrist).at[self._finger_qadr].set(0.0)
+        qpos = qpos.at[adr : adr + 3].set(obj_pos).at[adr + 3 : adr + 7].set(obj_quat)
+        model = self.model_with_object("object", size, mass, friction)
+        data = mjx.make_data(model).replace(qpos=qpos, ctrl=jnp.zeros(ACTION_SIZE).at[:6].set(wrist))
+        data = mjx.forward(model, data)
+
+        info = {
+            "wrist_target": wrist,
+            "obj_size": size,
+            "obj_mass": mass,
+            "obj_friction": friction,
+            "rest_z": rest_z,
+            "hold": jnp.zeros((), jnp.int32),
+        }
+        metrics = {
+            "success": jnp.zeros(()),
+            "height": jnp.zeros(()),
+            **{f"reward/{k}": jnp.zeros(()) for k in self._reward_names},
+        }
+        obs = self._obs(data, info)
+        return State(data, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
+
+    @property
+    def _reward_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(GraspRewardConfig))
+
+    def step(self, state: State, action: jax.Array) -> State:
+        cfg, info = self.config, state.info
+        model = self.model_with_object(
+            "object", info["obj_size"], info["obj_mass"], info["obj_friction"]
+        )
+        data, target = self._physics_step(model, state.pipeline_state, info["wrist_target"], action)
+
+        pos, _ = self.object_pose(data, "object")
+        height = pos[2] - info["rest_z"]
+        lifted = height >= cfg.lift_height
+        hold = jnp.where(lifted, info["hold"] + 1, 0)
+        success = hold >= cfg.hold_steps
+        flags = self.contact_flags(data, "object")
+        dist = jnp.linalg.norm(self.grasp_pos(data) - pos)
+        a = jnp.clip(action, -1.0, 1.0)
+        terms = {
+            "reach": 1.0 - jnp.tanh(10.0 * dist),
+            "contact": 0.5 * jnp.mean(flags[:3]) + 0.5 * flags[3],
+            "lift": jnp.clip(height / cfg.lift_height, 0.0, 1.0),
+            "success": success.astype(jnp.float32),
+            "action": -jnp.mean(a * a),
+        }
+        rewards = {k: v * getattr(cfg.reward, k) for k, v in terms.items()}
+        reward = sum(rewards.values())
+
+        # A simulation that blew up, or an object knocked off the workspace, ends the episode.
+        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+        out = (jnp.abs(pos[0]) > 0.4) | (jnp.abs(pos[1]) > 0.4) | (pos[2] < -0.05)
+        done = success | out | ~finite
+        reward = jnp.where(finite, reward, 0.0)
+        data = jax.tree.map(lambda new, old: jnp.where(finite, new, old), data, state.pipeline_state)
+
+        info = {**info, "wrist_target": target, "hold": hold}
+        metrics = {
+            "success": success.astype(jnp.float32),
+            "height": height,
+            **{f"reward/{k}": v for k, v in rewards.items()},
+        }
+        obs = self._obs(data, info)
+        return state.replace(
+            pipeline_state=data,
+            obs=obs,
+            reward=reward,
+            done=done.astype(jnp.float32),
+            metrics=metrics,
+            info=info,
+        )
+
+    def _obs(self, data: mjx.Data, info: dict) -> jax.Array:
+        """Privileged state [82]: hand (44), fingertips and grasp point relative to the object
+        (15), object pose, velocity and size (16), contact flags (5), height above rest (1) and
+        hold progress (1)."""
+        pos, quat = self.object_pose(data, "object")
+        tips = (self.tip_pos(data) - pos).reshape(-1)
+        grasp = self.grasp_pos(data) - pos
+        return jnp.concatenate(
+            [
+                self.hand_obs(data),
+                tips,
+                grasp,
+                pos,
+                quat,
+                self.object_vel(data, "object"),
+                info["obj_size"],
+                self.contact_flags(data, "object"),
+                (pos[2] - info["rest_z"])[None],
+                (info["hold"] / self.config.hold_steps)[None].astype(jnp.float32),
+            ]
+        )

@@ -1,0 +1,294 @@
+"""The hand on a Cartesian-controlled wrist: config, model, action mapping, shared observations.
+
+Actions (22, all in [-1, 1]): wrist position deltas (3) and orientation deltas (3, yaw, pitch,
+roll), bounded per control step like a Cartesian impedance controller's setpoint increments,
+then 16 absolute finger joint targets mapped onto the LEAP joint ranges. Physics substeps run
+inside ``step`` at ``sim_dt``; one ``step`` is one control step at ``ctrl_dt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+from brax.envs.base import Env
+from mujoco import mjx
+
+from envs.hand import constants as C
+from envs.hand.mjcf import ObjectSpec, build_mjcf
+
+
+@dataclasses.dataclass(frozen=True)
+class HandConfig:
+    """Physics and control of the hand and its wrist."""
+
+    sim_dt: float = 0.01
+    """Physics time step (s). Explicit Euler: keep dt*(damping+kv)/inertia well below 1."""
+    ctrl_dt: float = 0.05
+    """Control period (s); 0.05 is 20 Hz. Must be a multiple of sim_dt."""
+    solver_iterations: int = 4
+    """Constraint solver (Newton) iterations per physics step."""
+    ls_iterations: int = 6
+    """Line-search iterations per solver iteration."""
+    njmax: int = 250
+    """Constraint rows reserved (MJX sizes are static)."""
+    eulerdamp: bool = False
+    """Implicit joint damping in the Euler integrator (slower in MJX; unnecessary with armature)."""
+    contact_set: Literal["links", "tips"] = "links"
+    """Which hand geoms touch objects: every finger link + palm ("links", holds objects), or
+    only distal links and tips + palm ("tips", faster)."""
+    friction: float = 1.0
+    """Sliding friction of hand-object and object-table contacts (objects randomise theirs)."""
+    contact_solref: float = 0.02
+    """Contact time constant (s); at least 2*sim_dt for stability."""
+    finger_kp: float = 3.0
+    """Finger position-servo stiffness (N m / rad), as on the LEAP hand."""
+    finger_kv: float = 0.03
+    """Finger position-servo damping (N m s / rad)."""
+    finger_damping: float = 0.03
+    """Finger joint damping."""
+    finger_armature: float = 0.001
+    """Finger joint armature (motor inertia); keeps the explicit integrator stable."""
+    wrist_kp: float = 600.0
+    """Wrist translational stiffness (N / m)."""
+    wrist_kv: float = 40.0
+    """Wrist translational damping (N s / m)."""
+    wrist_armature: float = 0.0
+    wrist_rot_kp: float = 20.0
+    """Wrist rotational stiffness (N m / rad)."""
+    wrist_rot_kv: float = 1.0
+    wrist_rot_armature: float = 0.02
+    pos_delta: float = 0.02
+    """Largest wrist translation command per control step (m)."""
+    rot_delta: float = 0.1
+    """Largest wrist rotation command per control step (rad)."""
+    max_track_error: float = 0.03
+    """The wrist setpoint may lead the measured wrist by at most this (m, and x3 in rad), as an
+    impedance controller clips its error, so a blocked hand does not wind up."""
+
+    def __post_init__(self):
+        n = self.ctrl_dt / self.sim_dt
+        if abs(n - round(n)) > 1e-6 or round(n) < 1:
+            raise ValueError(
+                f"ctrl_dt ({self.ctrl_dt}) must be a positive multiple of sim_dt ({self.sim_dt})"
+            )
+        if self.contact_set not in ("links", "tips"):
+            raise ValueError(f"contact_set must be 'links' or 'tips', got {self.contact_set!r}")
+
+    @property
+    def substeps(self) -> int:
+        return round(self.ctrl_dt / self.sim_dt)
+
+
+NUM_WRIST = len(C.WRIST_JOINTS)
+ACTION_SIZE = NUM_WRIST + C.NUM_FINGER_JOINTS
+FINGER_LO = np.array([r[0] for f in C.FINGERS for r in C.JOINT_RANGES[f]], np.float32)
+FINGER_HI = np.array([r[1] for f in C.FINGERS for r in C.JOINT_RANGES[f]], np.float32)
+WRIST_LO = np.array([r[0] for r in C.WRIST_RANGES], np.float32)
+WRIST_HI = np.array([r[1] for r in C.WRIST_RANGES], np.float32)
+
+
+def fingers_to_action(q: jax.Array) -> jax.Array:
+    """Finger joint angles [16] -> normalised finger actions in [-1, 1]."""
+    return jnp.clip(2.0 * (q - FINGER_LO) / (FINGER_HI - FINGER_LO) - 1.0, -1.0, 1.0)
+
+
+def action_to_fingers(a: jax.Array) -> jax.Array:
+    return FINGER_LO + 0.5 * (a + 1.0) * (FINGER_HI - FINGER_LO)
+
+
+class HandEnv(Env):
+    """Base of every hand task: builds the MJX model and steps the hand.
+
+    Subclasses implement ``reset`` and ``step`` using ``_physics_step`` and ``_hand_obs``.
+    """
+
+    def __init__(
+        self,
+        hand: HandConfig,
+        objects: tuple[ObjectSpec, ...],
+        extra_world: str = "",
+        extra_pairs=(),
+    ):
+        self.hand = hand
+        self.xml = build_mjcf(hand, objects, extra_world, extra_pairs)
+        self.mj_model = mujoco.MjModel.from_xml_string(self.xml)
+        self.mjx_model = mjx.put_model(self.mj_model)
+        m = self.mj_model
+        jnt = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)  # noqa: E731
+        self._wrist_qadr = np.array([m.jnt_qposadr[jnt(j)] for j in C.WRIST_JOINTS])
+        self._finger_qadr = np.array([m.jnt_qposadr[jnt(j)] for j in C.FINGER_JOINT_NAMES])
+        self._wrist_vadr = np.array([m.jnt_dofadr[jnt(j)] for j in C.WRIST_JOINTS])
+        self._finger_vadr = np.array([m.jnt_dofadr[jnt(j)] for j in C.FINGER_JOINT_NAMES])
+        site = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, n)  # noqa: E731
+        self._tip_sites = np.array([site(f"{f}_tip") for f in C.FINGERS])
+        self._palm_site = site("palm")
+        self._grasp_site = site("grasp")
+        self.objects = objects
+        self._obj = {}
+        for o in objects:
+            j = jnt(o.name)
+            self._obj[o.name] = dict(
+                qadr=int(m.jnt_qposadr[j]),
+                vadr=int(m.jnt_dofadr[j]),
+                body=int(mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, o.name)),
+                geom=int(mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, o.name)),
+                pairs=np.array(
+                    [
+                        i
+                        for i in range(m.npair)
+                        if o.name
+                        in (
+                            mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, m.pair_geom1[i]),
+                            mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, m.pair_geom2[i]),
+                        )
+                    ]
+                ),
+            )
+        self._contact_groups = self._find_contact_groups()
+
+    # ---- model facts ------------------------------------------------------------------------
+    def _find_contact_groups(self):
+        """Contact rows of each (finger or palm, object) pair; MJX's contact layout is static."""
+        m = self.mj_model
+        d = mjx.make_data(self.mjx_model)
+        d = jax.jit(mjx.forward)(self.mjx_model, d)
+        g1 = np.asarray(d._impl.contact.geom1)
+        g2 = np.asarray(d._impl.contact.geom2)
+        name = lambda g: mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, int(g))  # noqa: E731
+        groups = {}
+        for o in self.objects:
+            for part in (*C.FINGERS, "palm"):
+                rows = [
+                    i
+                    for i in range(len(g1))
+                    if {name(g1[i]), name(g2[i])} & {o.name}
+                    and any(n == "palm" if part == "palm" else n.startswith(part + "_")
+                            for n in (name(g1[i]), name(g2[i])))
+                ]
+                groups[(o.name, part)] = np.array(rows, np.int32)
+        return groups
+
+    @property
+    def action_size(self) -> int:
+        return ACTION_SIZE
+
+    @property
+    def observation_size(self) -> int:
+        state = jax.eval_shape(self.reset, jax.random.PRNGKey(0))
+        return int(state.obs.shape[-1])
+
+    @property
+    def backend(self) -> str:
+        return "mjx"
+
+    @property
+    def dt(self) -> float:
+        return self.hand.ctrl_dt
+
+    # ---- control ----------------------------------------------------------------------------
+    def _wrist_q(self, data: mjx.Data) -> jax.Array:
+        return data.qpos[self._wrist_qadr]
+
+    def _physics_step(
+        self, model: mjx.Model, data: mjx.Data, wrist_target: jax.Array, action: jax.Array
+    ) -> tuple[mjx.Data, jax.Array]:
+        """One control step: move the wrist setpoint by the bounded delta, set finger targets,
+        run ``substeps`` physics steps. Returns the new data and wrist setpoint."""
+        if action.shape != (ACTION_SIZE,):
+            raise ValueError(f"action must have shape ({ACTION_SIZE},), got {action.shape}")
+        a = jnp.clip(action, -1.0, 1.0)
+        h = self.hand
+        delta = jnp.concatenate([a[:3] * h.pos_delta, a[3:6] * h.rot_delta])
+        lead = jnp.array([h.max_track_error] * 3 + [3 * h.max_track_error] * 3)
+        q = self._wrist_q(data)
+        target = jnp.clip(wrist_target + delta, q - lead, q + lead)
+        target = jnp.clip(target, WRIST_LO, WRIST_HI)
+        ctrl = jnp.concatenate([target, action_to_fingers(a[6:])])
+        data = data.replace(ctrl=ctrl)
+
+        def substep(d, _):
+            return mjx.step(model, d), None
+
+        data, _ = jax.lax.scan(substep, data, None, length=h.substeps)
+        return data, target
+
+    # ---- observation pieces -------------------------------------------------------------------
+    def contact_flags(self, data: mjx.Data, obj: str) -> jax.Array:
+        """[5] 1.0 where index, middle, ring, thumb, palm touch ``obj``."""
+        dist = data._impl.contact.dist
+        flags = []
+        for part in (*C.FINGERS, "palm"):
+            rows = self._contact_groups[(obj, part)]
+            flags.append(jnp.any(dist[rows] < 1e-3) if len(rows) else jnp.zeros((), bool))
+        return jnp.stack(flags).astype(jnp.float32)
+
+    def tip_pos(self, data: mjx.Data) -> jax.Array:
+        return data.site_xpos[self._tip_sites]
+
+    def grasp_pos(self, data: mjx.Data) -> jax.Array:
+        return data.site_xpos[self._grasp_site]
+
+    def object_pose(self, data: mjx.Data, obj: str) -> tuple[jax.Array, jax.Array]:
+        adr = self._obj[obj]["qadr"]
+        return data.qpos[adr : adr + 3], data.qpos[adr + 3 : adr + 7]
+
+    def object_vel(self, data: mjx.Data, obj: str) -> jax.Array:
+        adr = self._obj[obj]["vadr"]
+        return data.qvel[adr : adr + 6]
+
+    def hand_obs(self, data: mjx.Data) -> jax.Array:
+        """Proprioception: finger angles and velocities, wrist pose and velocity [44]."""
+        return jnp.concatenate(
+            [
+                data.qpos[self._finger_qadr],
+                0.1 * data.qvel[self._finger_vadr],
+                data.qpos[self._wrist_qadr],
+                data.qvel[self._wrist_vadr],
+            ]
+        )
+
+    # ---- per-episode object randomisation ------------------------------------------------------
+    def model_with_object(
+        self, obj: str, size: jax.Array, mass: jax.Array, friction: jax.Array
+    ) -> mjx.Model:
+        """The MJX model with one object's geom size, mass, inertia and contact friction set.
+
+        Called inside ``step`` with per-env values from ``state.info``; under ``vmap`` only these
+        few fields become batched."""
+        o = self._obj[obj]
+        shape = next(s.shape for s in self.objects if s.name == obj)
+        m = self.mjx_model
+        inertia = _inertia(shape, size, mass)
+        pf = m.pair_friction.at[o["pairs"], 0].set(friction).at[o["pairs"], 1].set(friction)
+        return m.replace(
+            geom_size=m.geom_size.at[o["geom"]].set(size),
+            geom_rbound=m.geom_rbound.at[o["geom"]].set(jnp.linalg.norm(size) * 1.8),
+            body_mass=m.body_mass.at[o["body"]].set(mass),
+            body_inertia=m.body_inertia.at[o["body"]].set(inertia),
+            pair_friction=pf,
+        )
+
+
+def _inertia(shape: str, size: jax.Array, mass: jax.Array) -> jax.Array:
+    """Principal inertia of a solid primitive (MuJoCo geom sizes), in its own frame."""
+    if shape == "box":
+        x, y, z = 2 * size[0], 2 * size[1], 2 * size[2]
+        return mass / 12 * jnp.array([y * y + z * z, x * x + z * z, x * x + y * y])
+    if shape == "sphere":
+        return jnp.full(3, 0.4 * mass * size[0] ** 2)
+    if shape == "ellipsoid":
+        a, b, c = size[0], size[1], size[2]
+        return mass / 5 * jnp.array([b * b + c * c, a * a + c * c, a * a + b * b])
+    r, h = size[0], 2 * size[1]
+    if shape == "cylinder":
+        side = mass * (3 * r * r + h * h) / 12
+        return jnp.array([side, side, 0.5 * mass * r * r])
+    # capsule (approximated by its cylinder plus hemispheres' length): lies on its side, the
+    # body frame is rotated so that only the principal values matter here.
+    side = mass * (3 * r * r + (h + r) ** 2) / 12
+    return jnp.array([side, side, 0.5 * mass * r * r])

@@ -1,0 +1,1 @@
+"""RL agents that train the RFS steering policy (one sub-package per algorithm)."""

@@ -1,0 +1,356 @@
+"""PPO training of the RFS steering policy (arXiv 2602.01789) as one compiled iteration.
+
+One iteration is ``jit(scan(rollout) -> GAE -> scan(epochs, scan(minibatches)))``:
+
+- rollout: ``unroll_length`` decisions per env; each normalises the observation, draws
+  ``[a0, ar]`` from the steering head, denoises ``a0`` with the frozen flow sampler, adds the
+  residual, and runs the resulting chunk of H_exec env steps (``rfs_jax.acting.step_chunk``:
+  plain reward sum, chunk done if any step is, held after the episode ends);
+- GAE per decision with ``gamma`` per decision; time-limit truncations are bootstrapped and
+  their own transition masked (``rfs_jax.gae``);
+- PPO epochs over shuffled minibatches, two Adam optimisers (policy and value learning rates
+  differ in the paper), each behind its own gradient-norm clip;
+- the observation normaliser is updated with the rollout's observations *after* the update,
+  so a rollout and its update use the same statistics.
+
+The frozen base params are an argument of the step, not part of ``TrainingState`` or of any
+optimiser state, and the sampler stops their gradient: they cannot move. The training state's
+buffers are donated to the step. ``train`` is the host loop around it: it only logs, evaluates
+and checkpoints between compiled iterations.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from brax.envs.base import Env, State
+
+from envs.wrappers import batch_keys, wrap
+from rfs_jax import running_stats
+from rfs_jax.acting import EpisodeStats, step_chunk
+from rfs_jax.agents.ppo.config import PPOConfig
+from rfs_jax.agents.ppo.losses import Batch, compute_ppo_loss
+from rfs_jax.agents.ppo.networks import PPONetworks, make_policy, make_ppo_networks
+from rfs_jax.evaluation import make_evaluator
+from rfs_jax.gae import compute_gae
+from rfs_jax.running_stats import RunningStats
+from rfs_jax.steering import Sampler, SteeringConfig, make_steering
+from rfs_jax.types import Array, Metrics, Params, PRNGKey
+
+_ADAM_EPS = 1e-5  # the usual PPO value (cleanrl, SB3); Adam's 1e-8 amplifies tiny gradients
+
+
+@flax.struct.dataclass
+class TrainingState:
+    """Everything that changes during training (the frozen base params are not in here)."""
+
+    steering_params: Params
+    value_params: Params
+    policy_opt_state: optax.OptState
+    value_opt_state: optax.OptState
+    obs_stats: RunningStats
+    env_state: State  # batched env state, [B, ...] leaves
+    episode_stats: EpisodeStats  # running return / success of each env's current episode
+    key: PRNGKey
+    iteration: Array  # [] int32
+    env_steps: Array  # [] int32, env steps simulated so far
+
+    @property
+    def policy_params(self) -> tuple[RunningStats, Params]:
+        """What ``make_policy``'s ``policy`` takes."""
+        return self.obs_stats, self.steering_params
+
+
+def make_optimizers(cfg: PPOConfig) -> tuple[optax.GradientTransformation, ...]:
+    def adam(lr: float) -> optax.GradientTransformation:
+        return optax.chain(
+            optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(lr, eps=_ADAM_EPS)
+        )
+
+    return adam(cfg.policy_lr), adam(cfg.value_lr)
+
+
+def init_training_state(
+    env: Env, networks: PPONetworks, cfg: PPOConfig, key: PRNGKey
+) -> TrainingState:
+    """Fresh params, optimiser states, and ``cfg.num_envs`` reset envs.
+
+    ``env`` is the batched env (``envs.wrappers.wrap``). The observation normaliser starts
+    from the reset observations, so the first rollout already sees sensible inputs.
+    """
+    policy_opt, value_opt = make_optimizers(cfg)
+
+    @jax.jit
+    def init(key: PRNGKey) -> TrainingState:
+        key, key_env, key_steering, key_value = jax.random.split(key, 4)
+        steering_params = networks.steering.init(key_steering)
+        value_params = networks.init_value(key_value)
+        env_state = env.reset(batch_keys(key_env, cfg.num_envs))
+        obs_stats = running_stats.update(
+            running_stats.init(networks.steering.obs_size), env_state.obs
+        )
+        return TrainingState(
+            steering_params=steering_params,
+            value_params=value_params,
+            policy_opt_state=policy_opt.init(steering_params),
+            value_opt_state=value_opt.init(value_params),
+            obs_stats=obs_stats,
+            env_state=env_state,
+            episode_stats=EpisodeStats.zeros(cfg.num_envs),
+            key=key,
+            iteration=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+        )
+
+    return init(key)
+
+
+def make_train_step(
+    env: Env, networks: PPONetworks, cfg: PPOConfig
+) -> Callable[[TrainingState, Params], tuple[TrainingState, Metrics]]:
+    """``train_step(state, base_params) -> (state, metrics)``: one PPO iteration, pure.
+
+    ``env`` is the batched env (``envs.wrappers.wrap``). Jit it with ``donate_argnums=0``
+    (``train`` does). Metrics are device scalars: ``ppo/*`` averaged over all SGD steps,
+    ``env/*`` over the episodes that ended during the rollout (``env/episodes`` of them),
+    ``reward/*`` per env step.
+    """
+    steering = networks.steering
+    policy_opt, value_opt = make_optimizers(cfg)
+    loss_fn = functools.partial(
+        compute_ppo_loss,
+        networks=networks,
+        clip_eps=cfg.clip_eps,
+        value_coef=cfg.value_coef,
+        entropy_coef=cfg.entropy_coef,
+        normalize_advantage=cfg.normalize_advantage,
+    )
+    num_minibatches, minibatch_size = cfg.num_minibatches, cfg.minibatch_size
+
+    def rollout(state: TrainingState, base_params: Params, key: PRNGKey):
+        def decision(carry, key_t):
+            env_state, ep_stats = carry
+            obs = env_state.obs
+            obs_n = networks.normalize(state.obs_stats, obs)
+            sample = steering.sample(state.steering_params, base_params, obs, obs_n, key_t)
+            value = networks.value.apply(state.value_params, obs_n)
+            env_state, ep_stats, out = step_chunk(env, env_state, sample.chunk, ep_stats)
+            transition = {
+                "obs": obs,
+                "raw": sample.raw,
+                "base_chunk": sample.base_chunk,
+                "log_prob": sample.log_prob,
+                "value": value,
+                "reward": out.reward * cfg.reward_scaling,
+                "termination": out.done * (1.0 - out.truncation),
+                "truncation": out.truncation,
+            }
+            return (env_state, ep_stats), (transition, out)
+
+        keys = jax.random.split(key, cfg.unroll_length)
+        carry = (state.env_state, state.episode_stats)
+        (env_state, ep_stats), (traj, outs) = jax.lax.scan(decision, carry, keys)
+        bootstrap = networks.value.apply(
+            state.value_params, networks.normalize(state.obs_stats, env_state.obs)
+        )
+        return env_state, ep_stats, traj, outs, bootstrap
+
+    def sgd_step(carry, minibatch: Batch, obs_stats: RunningStats):
+        steering_params, value_params, policy_opt_state, value_opt_state = carry
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, metrics), (g_steering, g_value) = grad_fn(
+            (steering_params, value_params), obs_stats, minibatch
+        )
+        updates, policy_opt_state = policy_opt.update(g_steering, policy_opt_state, steering_params)
+        steering_params = optax.apply_updates(steering_params, updates)
+        updates, value_opt_state = value_opt.update(g_value, value_opt_state, value_params)
+        value_params = optax.apply_updates(value_params, updates)
+        metrics["ppo/policy_grad_norm"] = optax.global_norm(g_steering)
+        metrics["ppo/value_grad_norm"] = optax.global_norm(g_value)
+        return (steering_params, value_params, policy_opt_state, value_opt_state), metrics
+
+    def train_step(state: TrainingState, base_params: Params) -> tuple[TrainingState, Metrics]:
+        key, key_rollout, key_sgd = jax.random.split(state.key, 3)
+        env_state, ep_stats, traj, outs, bootstrap = rollout(state, base_params, key_rollout)
+        advantage, target = compute_gae(
+            traj["reward"],
+            traj["value"],
+            bootstrap,
+            traj["termination"],
+            traj["truncation"],
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+        batch = Batch(
+            obs=traj["obs"],
+            raw=traj["raw"],
+            base_chunk=traj["base_chunk"],
+            log_prob=traj["log_prob"],
+            advantage=advantage,
+            target=target,
+            weight=1.0 - traj["truncation"],
+        )
+        batch = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), batch)
+
+        def epoch(carry, key_epoch):
+            perm = jax.random.permutation(key_epoch, cfg.batch_size)
+            shuffled = jax.tree.map(
+                lambda x: x[perm].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch
+            )
+            step = functools.partial(sgd_step, obs_stats=state.obs_stats)
+            return jax.lax.scan(step, carry, shuffled)
+
+        carry = (
+            state.steering_params,
+            state.value_params,
+            state.policy_opt_state,
+            state.value_opt_state,
+        )
+        carry, sgd_metrics = jax.lax.scan(epoch, carry, jax.random.split(key_sgd, cfg.num_epochs))
+        steering_params, value_params, policy_opt_state, value_opt_state = carry
+
+        metrics = jax.tree.map(jnp.mean, sgd_metrics)
+        metrics.update(_rollout_metrics(traj, outs, batch.target, batch.weight))
+        new_state = state.replace(
+            steering_params=steering_params,
+            value_params=value_params,
+            policy_opt_state=policy_opt_state,
+            value_opt_state=value_opt_state,
+            obs_stats=running_stats.update(state.obs_stats, traj["obs"]),
+            env_state=env_state,
+            episode_stats=ep_stats,
+            key=key,
+            iteration=state.iteration + 1,
+            env_steps=state.env_steps + cfg.env_steps_per_iteration(steering.exec_horizon),
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def _rollout_metrics(traj, outs, target: Array, weight: Array) -> Metrics:
+    episodes = jnp.sum(outs.done)
+    per_episode = jnp.maximum(episodes, 1.0)
+    live_steps = jnp.maximum(jnp.sum(outs.env_steps), 1.0)
+    value = traj["value"].reshape(-1)
+    residual = target - value
+    w_sum = jnp.maximum(jnp.sum(weight), 1.0)
+    target_var = jnp.sum(weight * jnp.square(target - jnp.sum(weight * target) / w_sum)) / w_sum
+    residual_var = jnp.sum(weight * jnp.square(residual)) / w_sum
+    metrics = {
+        "env/episodes": episodes,
+        "env/episode_return": jnp.sum(outs.episode_return) / per_episode,
+        "env/success": jnp.sum(outs.episode_success) / per_episode,
+        "env/truncated": jnp.sum(outs.truncation) / per_episode,
+        "ppo/value_mean": jnp.mean(value),
+        "ppo/explained_variance": 1.0 - residual_var / jnp.maximum(target_var, 1e-8),
+    }
+    for name, total in outs.reward_terms.items():
+        metrics[name] = jnp.sum(total) / live_steps
+    return metrics
+
+
+def train(
+    env: Env,
+    episode_length: int,
+    sampler: Sampler,
+    base_params: Params,
+    steering_cfg: SteeringConfig,
+    ppo_cfg: PPOConfig,
+    key: PRNGKey,
+    *,
+    horizon: int,
+    exec_horizon: int,
+    progress_fn: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_fn: Callable[[int, TrainingState], None] | None = None,
+) -> tuple[TrainingState, list[dict[str, float]]]:
+    """Fine-tune a frozen flow policy with RFS (or DSRL / residual / base, per ``mode``).
+
+    Args:
+      env: a single-instance env; batched here with ``envs.wrappers.wrap``.
+      episode_length: time limit in env steps.
+      sampler: the frozen base ``sample(base_params, obs [B, O], a0 [B, H, A]) -> [B, H, A]``.
+      base_params: its params (never updated).
+      steering_cfg, ppo_cfg: configs.
+      key: PRNG key.
+      horizon, exec_horizon: H and H_exec of the base policy (``FlowConfig``).
+      progress_fn: ``progress_fn(iteration, metrics)`` after each logged iteration (host
+        floats, including ``eval/*`` when an evaluation ran).
+      checkpoint_fn: ``checkpoint_fn(iteration, state)`` every ``ckpt_interval`` iterations and
+        at the end.
+
+    Returns:
+      ``(final state, history)``; history holds one dict of host floats per logged iteration
+      with ``iteration``, ``env_steps``, ``ppo/*``, ``env/*``, ``reward/*``, ``perf/*`` and
+      ``eval/*`` (on evaluation iterations; the last entry always has them).
+    """
+    batched = wrap(env, episode_length)
+    steering = make_steering(
+        steering_cfg, sampler, env.observation_size, env.action_size, horizon, exec_horizon
+    )
+    networks = make_ppo_networks(steering, ppo_cfg.value_hidden, ppo_cfg.obs_clip)
+    key_init, key_eval = jax.random.split(key)
+    state = init_training_state(batched, networks, ppo_cfg, key_init)
+    train_step = jax.jit(make_train_step(batched, networks, ppo_cfg), donate_argnums=0)
+
+    def eval_policy(params, obs, key):
+        obs_stats, steering_params, base = params
+        obs_n = networks.normalize(obs_stats, obs)
+        sample = steering.sample(
+            steering_params, base, obs, obs_n, key, deterministic=ppo_cfg.deterministic_eval
+        )
+        return sample.chunk
+
+    evaluator = make_evaluator(env, episode_length, eval_policy, ppo_cfg.eval_episodes)
+    num_iterations = ppo_cfg.num_iterations(exec_horizon)
+    history: list[dict[str, float]] = []
+    t_start = time.perf_counter()
+    t_last, steps_last = t_start, 0
+    for it in range(1, num_iterations + 1):
+        state, metrics = train_step(state, base_params)
+        last = it == num_iterations
+        evaluate_now = last or (ppo_cfg.eval_interval and it % ppo_cfg.eval_interval == 0)
+        if evaluate_now:
+            key_eval, key_run = jax.random.split(key_eval)
+            params = (state.obs_stats, state.steering_params, base_params)
+            metrics = {**metrics, **evaluator(params, key_run)}
+        if last or evaluate_now or it % ppo_cfg.log_interval == 0:
+            record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            now, env_steps = time.perf_counter(), int(state.env_steps)
+            record["iteration"] = float(it)
+            record["env_steps"] = float(env_steps)
+            record["perf/env_steps_per_s"] = (env_steps - steps_last) / max(now - t_last, 1e-9)
+            record["perf/wall_s"] = now - t_start
+            t_last, steps_last = now, env_steps
+            history.append(record)
+            if progress_fn is not None:
+                progress_fn(it, record)
+        if checkpoint_fn is not None and (
+            last or (ppo_cfg.ckpt_interval and it % ppo_cfg.ckpt_interval == 0)
+        ):
+            checkpoint_fn(it, state)
+    return state, history
+
+
+def history_arrays(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """Column view of ``train``'s history (NaN where an entry lacks a key, e.g. ``eval/*``)."""
+    keys = sorted({k for record in history for k in record})
+    return {k: np.array([r.get(k, np.nan) for r in history]) for k in keys}
+
+
+__all__ = [
+    "TrainingState",
+    "history_arrays",
+    "init_training_state",
+    "make_optimizers",
+    "make_policy",
+    "make_train_step",
+    "train",
+]
