@@ -1,8 +1,8 @@
 """Pure-JAX probe environments with known answers (rejax-style), single-instance brax Envs.
 
-- ``ConstantRewardEnv``: reward 1 every step, never terminates. With time-outs bootstrapped the
-  value of every state is the infinite-horizon one; with ``gamma`` per decision of H_exec
-  steps (plain reward sum per chunk) that is ``H_exec / (1 - gamma)``.
+- ``ConstantRewardEnv``: reward 1 every step, never terminates, noise observations. With
+  time-outs bootstrapped the value of every state is the infinite-horizon one; with ``gamma``
+  per decision of H_exec steps (plain reward sum per chunk) that is ``H_exec / (1 - gamma)``.
 - ``ObsDependentRewardEnv``: a random sign in the observation, reward equal to it, one step,
   then termination: ``V(obs) = obs``.
 - ``BimodalGoalEnv``: the RFS probe (arXiv 2602.01789's claim in two dimensions). The demos go
@@ -29,7 +29,11 @@ class _ProbeEnv(Env):
 
 
 class ConstantRewardEnv(_ProbeEnv):
-    """Reward 1 every step, no termination, a constant observation."""
+    """Reward 1 every step, no termination; the observation is fresh uniform noise.
+
+    The noise gives a value network live inputs while leaving the right answer the same for
+    every observation.
+    """
 
     def __init__(self, obs_size: int = 1, action_size: int = 2):
         self._obs_size, self._action_size = obs_size, action_size
@@ -42,22 +46,30 @@ class ConstantRewardEnv(_ProbeEnv):
     def action_size(self) -> int:
         return self._action_size
 
+    def _noise(self, key: PRNGKey) -> Array:
+        return jax.random.uniform(key, (self._obs_size,), minval=-1.0, maxval=1.0)
+
     def reset(self, rng: PRNGKey) -> State:
+        key, key_obs = jax.random.split(rng)
         zero = jnp.zeros(())
         return State(
             pipeline_state=None,
-            obs=jnp.ones((self._obs_size,)),
+            obs=self._noise(key_obs),
             reward=zero,
             done=zero,
             metrics={"success": zero, "reward/constant": zero},
+            info={"key": key},
         )
 
     def step(self, state: State, action: Array) -> State:
+        key, key_obs = jax.random.split(state.info["key"])
         one = jnp.ones(())
         return state.replace(
+            obs=self._noise(key_obs),
             reward=one,
+            done=jnp.zeros(()),
             metrics={"success": jnp.zeros(()), "reward/constant": one},
-            info=dict(state.info),
+            info={**state.info, "key": key},
         )
 
 

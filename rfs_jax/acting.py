@@ -68,7 +68,10 @@ def step_chunk(
 
     def body(carry, action):
         state, stats, alive, out = carry
-        new = env.step(state, action)
+        # After an auto-reset the state still carries the finished step's done = 1; an env
+        # that forgets to overwrite it would end every episode at once (brax's AutoResetWrapper
+        # clears it the same way).
+        new = env.step(state.replace(done=jnp.zeros_like(state.done)), action)
         done = new.done * alive
         reward = new.reward * alive
         success = new.metrics["success"] * alive if "success" in new.metrics else zeros

@@ -40,6 +40,12 @@ def _finger_xml(name: str, links, ranges, cfg) -> str:
     # The first two joints share the mcp bracket: flexion first, then abduction about the
     # flexed link's normal, as on the LEAP hand.
     axis1 = "0 0 1"
+    # With the "pads" contact set the distal capsule runs to the tip centre with the tip's
+    # radius, so one capsule (2 contacts) is the whole fingertip pad; "full" keeps a separate
+    # tip sphere. The tip sphere always exists for the fingertip-table pair.
+    pads = cfg.contact_set == "pads"
+    dist_len = l2 if pads else l2 - tip * 0.5
+    dist_rad = tip if pads else rad
     return f"""
       <joint name="{name}_{j0}" class="finger" axis="0 1 0" range="{_fmt(r0)}"/>
       <joint name="{name}_{j1}" class="finger" axis="{axis1}" range="{_fmt(r1)}"/>
@@ -51,8 +57,8 @@ def _finger_xml(name: str, links, ranges, cfg) -> str:
               mass="{m1}" rgba="0.25 0.25 0.25 1"/>
         <body name="{name}_distal" pos="{l1:.4f} 0 0" gravcomp="1">
           <joint name="{name}_{j3}" class="finger" axis="0 1 0" range="{_fmt(r3)}"/>
-          <geom name="{name}_dist" type="capsule" fromto="0 0 0 {l2 - tip * 0.5:.4f} 0 0"
-                size="{rad}" mass="{m2 * 0.5}" rgba="0.3 0.3 0.3 1"/>
+          <geom name="{name}_dist" type="capsule" fromto="0 0 0 {dist_len:.4f} 0 0"
+                size="{dist_rad}" mass="{m2 * 0.5}" rgba="0.3 0.3 0.3 1"/>
           <geom name="{name}_tip" type="sphere" pos="{l2:.4f} 0 0" size="{tip}" mass="{m2 * 0.5}"
                 rgba="0.9 0.9 0.9 1"/>
           <site name="{name}_tip" pos="{l2:.4f} 0 0" size="0.004"/>
@@ -121,10 +127,10 @@ def build_mjcf(cfg, objects: tuple[ObjectSpec, ...], extra_world: str = "", extr
             raise ValueError(f"unknown object shape {o.shape!r}; valid: {C.OBJECT_SHAPES}")
     hand_geoms = ["palm"]
     for f in C.FINGERS:
-        hand_geoms += (
-            [f"{f}_tip", f"{f}_dist"] if cfg.contact_set == "tips" else
-            [f"{f}_prox", f"{f}_med", f"{f}_dist", f"{f}_tip"]
-        )
+        if cfg.contact_set == "pads":
+            hand_geoms += [f"{f}_med", f"{f}_dist"]
+        else:
+            hand_geoms += [f"{f}_prox", f"{f}_med", f"{f}_dist", f"{f}_tip"]
     pairs = []
     for o in objects:
         pairs += [(o.name, g) for g in hand_geoms]
@@ -145,7 +151,10 @@ def build_mjcf(cfg, objects: tuple[ObjectSpec, ...], extra_world: str = "", extr
             actuators.append(
                 f'<position name="{f}_{j}" joint="{f}_{j}" class="finger" ctrlrange="{lo} {hi}"/>'
             )
-    flags = "" if cfg.eulerdamp else '<flag eulerdamp="disable"/>'
+    flags = ("" if cfg.eulerdamp else ' eulerdamp="disable"') + (
+        "" if cfg.joint_limits else ' limit="disable"'
+    )
+    flags = f"<flag{flags}/>" if flags else ""
     return f"""
 <mujoco model="rfs_leap_hand">
   <compiler angle="radian" autolimits="true"/>

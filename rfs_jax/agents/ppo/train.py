@@ -172,8 +172,8 @@ def make_train_step(
         steering_params = optax.apply_updates(steering_params, updates)
         updates, value_opt_state = value_opt.update(g_value, value_opt_state, value_params)
         value_params = optax.apply_updates(value_params, updates)
-        metrics["ppo/policy_grad_norm"] = optax.global_norm(g_steering)
-        metrics["ppo/value_grad_norm"] = optax.global_norm(g_value)
+        metrics["ppo/policy_grad_norm"] = optax.tree.norm(g_steering)
+        metrics["ppo/value_grad_norm"] = optax.tree.norm(g_value)
         return (steering_params, value_params, policy_opt_state, value_opt_state), metrics
 
     def train_step(state: TrainingState, base_params: Params) -> tuple[TrainingState, Metrics]:
@@ -284,7 +284,8 @@ def train(
       progress_fn: ``progress_fn(iteration, metrics)`` after each logged iteration (host
         floats, including ``eval/*`` when an evaluation ran).
       checkpoint_fn: ``checkpoint_fn(iteration, state)`` every ``ckpt_interval`` iterations and
-        at the end.
+        at the end. The next iteration donates ``state``'s buffers: save (or copy) what you
+        need inside the hook, do not keep references to it.
 
     Returns:
       ``(final state, history)``; history holds one dict of host floats per logged iteration

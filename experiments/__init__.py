@@ -1,0 +1,1 @@
+"""Command line (tyro) and presets for rfs_jax."""
