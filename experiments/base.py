@@ -12,6 +12,8 @@ import jax
 import numpy as np
 
 import envs
+from envs.config import apply_overrides
+from envs.probes import PROBES
 from experiments.common import console, parse_overrides, write_json
 from rfs_jax.demos import check_demos_match, episodes_arrays, load_demos
 from rfs_jax.evaluation import make_evaluator
@@ -115,15 +117,33 @@ def base(args: BaseArgs) -> dict:
     return result
 
 
-def load_base(directory: Path):
-    """(task, env, cfg, params, meta) of a saved base policy, with the env it was trained for."""
+def make_task_env(task: str, env_config: dict | None = None, overrides: tuple[str, ...] = ()):
+    """The single-instance env of a hand task (``envs.tasks()``) or of a probe task
+    (``envs.probes.PROBES``, for tests), from a saved config dict plus KEY=VALUE overrides.
+    Every such env has ``env.config.episode_length``."""
+    if task in PROBES:
+        env_cls, default = PROBES[task]
+        config = apply_overrides(default, env_config or {})
+        return env_cls(apply_overrides(config, parse_overrides(overrides)))
+    if task not in envs.tasks():
+        raise ValueError(
+            f"unknown task {task!r}; valid tasks: {', '.join(envs.tasks())} "
+            f"(probes for tests: {', '.join(PROBES)})"
+        )
+    config = envs.config_from_dict(task, env_config) if env_config else None
+    return envs.make(task, config, **parse_overrides(overrides))
+
+
+def load_base(directory: Path, overrides: tuple[str, ...] = ()):
+    """(task, env, cfg, params, meta) of a saved base policy, with the env it was trained for
+    (its saved config, plus ``overrides``)."""
     cfg, params, meta = load_flow(directory)
     task = meta.get("task")
     if task is None or "env_config" not in meta:
         raise ValueError(
             f"{directory}/config.json lacks the task or env config; retrain with `rfs base`"
         )
-    env = envs.make(task, envs.config_from_dict(task, meta["env_config"]))
+    env = make_task_env(task, meta["env_config"], overrides)
     return task, env, cfg, params, meta
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import tyro
 
 from experiments.common import console, parse_overrides, write_json
+from experiments.steer import EvalArgs, SteerArgs, evaluate, steer
+from experiments.steer import cli_default as steer_cli_default
 
 
 @dataclasses.dataclass
@@ -96,23 +98,44 @@ def bench(args: BenchArgs) -> dict:
     return result
 
 
+def _base_command():
+    from experiments.base import BaseArgs, base
+
+    return BaseArgs, base
+
+
 COMMANDS = {
     "demos": (DemosArgs, demos),
+    "base": _base_command(),
     "bench": (BenchArgs, bench),
+    "steer": (SteerArgs, steer),
+    "eval": (EvalArgs, evaluate),
 }
+
+# Commands whose defaults depend on the command line itself (a preset, a run to resume):
+# ``default(argv) -> args instance``, which the flags on the command line then override.
+CLI_DEFAULTS = {"steer": steer_cli_default}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = tyro.extras.subcommand_cli_from_dict(
-        {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, prog="rfs"
-    )
-    fn = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
+    if argv and argv[0] in CLI_DEFAULTS:
+        name, rest = argv[0], argv[1:]
+        cls, fn = COMMANDS[name]
+        args = tyro.cli(cls, args=rest, prog=f"rfs {name}", default=CLI_DEFAULTS[name](rest))
+    else:
+        args = tyro.extras.subcommand_cli_from_dict(
+            {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, prog="rfs"
+        )
+        fn = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
     try:
         fn(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ArithmeticError) as e:
+        # ArithmeticError: a non-finite loss or state (NonFiniteError), with its diagnosis.
         console.print(f"[bold red]error:[/] {e}")
         raise SystemExit(2) from e
+    except KeyboardInterrupt as e:  # a checkpoint was saved first (see experiments.steer)
+        raise SystemExit(130) from e
 
 
 if __name__ == "__main__":

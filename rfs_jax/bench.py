@@ -6,11 +6,11 @@ Every number is measured on the machine it runs on: a warm-up call compiles (its
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 
 from envs.wrappers import batch_keys, wrap
 
@@ -62,5 +62,58 @@ def bench_env(env, num_envs: int, steps: int = 50, seed: int = 0, repeats: int =
     }
 
 
-def _unused():  # pragma: no cover - keeps jnp imported for helpers added below
-    return jnp
+def bench_train(
+    env,
+    num_envs: int,
+    flow_cfg=None,
+    steering_cfg=None,
+    ppo_cfg=None,
+    seed: int = 0,
+    repeats: int = 1,
+) -> dict:
+    """Env steps/s of the whole RFS-PPO iteration (rollout with env, steering head and K-step
+    Euler sampler, GAE, epochs x minibatches) at ``num_envs``. The base is a freshly initialised
+    flow network of the configured size: its weights do not change the cost."""
+    from rfs_jax.agents.ppo import PPOConfig
+    from rfs_jax.agents.ppo.train import init_training_state, make_networks, make_train_step
+    from rfs_jax.flow import FlowConfig, init_flow_params, make_sampler
+    from rfs_jax.steering import SteeringConfig
+
+    flow_cfg = flow_cfg or FlowConfig()
+    steering_cfg = steering_cfg or SteeringConfig()
+    ppo_cfg = ppo_cfg or PPOConfig()
+    minibatch = min(ppo_cfg.minibatch_size, num_envs * ppo_cfg.unroll_length)
+    ppo_cfg = dataclasses.replace(ppo_cfg, num_envs=num_envs, minibatch_size=minibatch)
+    key = jax.random.PRNGKey(seed)
+    base = init_flow_params(flow_cfg, env.observation_size, env.action_size, key)
+    sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
+    networks = make_networks(
+        env,
+        sampler,
+        steering_cfg,
+        ppo_cfg,
+        horizon=flow_cfg.horizon,
+        exec_horizon=flow_cfg.exec_horizon,
+    )
+    benv = wrap(env, getattr(getattr(env, "config", None), "episode_length", 1000))
+    state = init_training_state(benv, networks, ppo_cfg, key)
+    step = jax.jit(make_train_step(benv, networks, ppo_cfg), donate_argnums=0)
+    t0 = time.perf_counter()
+    state, _ = jax.block_until_ready(step(state, base))
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, _ = jax.block_until_ready(step(state, base))
+        best = min(best, time.perf_counter() - t0)
+    env_steps = ppo_cfg.env_steps_per_iteration(flow_cfg.exec_horizon)
+    return {
+        "train_env_steps_per_s": env_steps / best,
+        "train_compile_s": max(first - best, 0.0),
+        "train_iteration_s": best,
+        "train_env_steps_per_iteration": env_steps,
+        "mode": steering_cfg.mode,
+        "flow_num_steps": flow_cfg.num_steps,
+        "unroll_length": ppo_cfg.unroll_length,
+        "num_epochs": ppo_cfg.num_epochs,
+    }

@@ -152,31 +152,16 @@ class HandEnv(Env):
                     ]
                 ),
             )
-        self._contact_groups = self._find_contact_groups()
+        self._parts = self._part_geoms()
 
     # ---- model facts ------------------------------------------------------------------------
-    def _find_contact_groups(self):
-        """Contact rows of each (finger or palm, object) pair; MJX's contact layout is static."""
+    def _part_geoms(self) -> dict[str, np.ndarray]:
+        """Geom ids of each finger (every link and tip) and of the palm."""
         m = self.mj_model
-        d = mjx.make_data(self.mjx_model)
-        d = jax.jit(mjx.forward)(self.mjx_model, d)
-        g1 = np.asarray(d._impl.contact.geom1)
-        g2 = np.asarray(d._impl.contact.geom2)
-        name = lambda g: mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, int(g))  # noqa: E731
-        groups = {}
-        for o in self.objects:
-            for part in (*C.FINGERS, "palm"):
-                rows = [
-                    i
-                    for i in range(len(g1))
-                    if {name(g1[i]), name(g2[i])} & {o.name}
-                    and any(
-                        n == "palm" if part == "palm" else n.startswith(part + "_")
-                        for n in (name(g1[i]), name(g2[i]))
-                    )
-                ]
-                groups[(o.name, part)] = np.array(rows, np.int32)
-        return groups
+        names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, i) or "" for i in range(m.ngeom)]
+        parts = {f: [i for i, n in enumerate(names) if n.startswith(f + "_")] for f in C.FINGERS}
+        parts["palm"] = [names.index("palm")]
+        return {k: np.array(v, np.int32) for k, v in parts.items()}
 
     @property
     def action_size(self) -> int:
@@ -224,12 +209,17 @@ class HandEnv(Env):
 
     # ---- observation pieces -------------------------------------------------------------------
     def contact_flags(self, data: mjx.Data, obj: str) -> jax.Array:
-        """[5] 1.0 where index, middle, ring, thumb, palm touch ``obj``."""
-        dist = data._impl.contact.dist
-        flags = []
-        for part in (*C.FINGERS, "palm"):
-            rows = self._contact_groups[(obj, part)]
-            flags.append(jnp.any(dist[rows] < 1e-3) if len(rows) else jnp.zeros((), bool))
+        """[5] 1.0 where index, middle, ring, thumb, palm touch ``obj``.
+
+        Read from the contact arrays themselves (which geoms, how far apart), so it needs no
+        knowledge of MJX's contact layout."""
+        c = data._impl.contact
+        g = self._obj[obj]["geom"]
+        other = jnp.where(c.geom1 == g, c.geom2, c.geom1)
+        touching = ((c.geom1 == g) | (c.geom2 == g)) & (c.dist < 1e-3)
+        flags = [
+            jnp.any(touching & jnp.isin(other, self._parts[p])) for p in (*C.FINGERS, "palm")
+        ]
         return jnp.stack(flags).astype(jnp.float32)
 
     def tip_pos(self, data: mjx.Data) -> jax.Array:
