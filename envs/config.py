@@ -10,7 +10,7 @@ from envs.hand import constants as C
 # Default MuJoCo geom sizes per shape: (half-x, half-y, half-z) for boxes and ellipsoids,
 # (radius, half-length, unused) for cylinders and capsules, (radius, unused, unused) for spheres.
 DEFAULT_SIZE_RANGES = {
-    "box": ((0.02, 0.02, 0.02), (0.03, 0.03, 0.035)),
+    "box": ((0.015, 0.015, 0.015), (0.035, 0.035, 0.04)),
     "cylinder": ((0.02, 0.025, 0.0), (0.03, 0.04, 0.0)),
     "sphere": ((0.025, 0.0, 0.0), (0.035, 0.0, 0.0)),
     "capsule": ((0.018, 0.02, 0.0), (0.025, 0.035, 0.0)),
@@ -29,11 +29,11 @@ class ObjectConfig:
     """Lower bound of the geom size (per component)."""
     size_max: tuple[float, float, float] | None = None
     """Upper bound of the geom size (per component)."""
-    mass_range: tuple[float, float] = (0.05, 0.2)
+    mass_range: tuple[float, float] = (0.05, 0.25)
     """Object mass (kg), uniform."""
-    friction_range: tuple[float, float] = (0.7, 1.2)
+    friction_range: tuple[float, float] = (0.6, 1.2)
     """Sliding friction of the object's contacts, uniform."""
-    xy_range: tuple[float, float] = (0.06, 0.06)
+    xy_range: tuple[float, float] = (0.1, 0.1)
     """Half-range of the initial x, y position around the workspace centre (m)."""
     yaw_range: float = 3.1416
     """Half-range of the initial yaw (rad)."""

@@ -50,7 +50,7 @@ class GraspConfig:
     """How long it must stay there (s)."""
     wrist_home: tuple[float, float, float] = (0.0, 0.0, 0.20)
     """Initial wrist position (m)."""
-    wrist_home_noise: float = 0.03
+    wrist_home_noise: float = 0.05
     """Half-range of the uniform noise on the initial wrist position (m)."""
 
     @property

@@ -14,6 +14,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,6 +111,40 @@ class ObsDependentRewardEnv(_ProbeEnv):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class BimodalGoalConfig:
+    """The bimodal-goal probe's geometry, and its time limit when run as a task."""
+
+    goal: float = 0.6
+    """The two demonstrated goals are ``(+-goal, 0)``."""
+    offset: tuple[float, float] = (0.0, 0.15)
+    """The rewarded target is the cued goal plus this (off the demos' support)."""
+    tolerance: float = 0.05
+    """Success radius around the target; below ``|offset|``."""
+    num_steps: int = 2
+    """The env terminates after this many steps."""
+    start_noise: float = 0.05
+    """Half-range of the uniform start position around the origin."""
+    demo_noise: tuple[float, float] = (0.03, 0.01)
+    """Std of the demonstrations' action noise (along x, along y)."""
+    episode_length: int = 4
+    """Time limit of the batched env (``envs.wrappers.wrap``); the env ends itself sooner."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "offset", tuple(float(x) for x in self.offset))
+        object.__setattr__(self, "demo_noise", tuple(float(x) for x in self.demo_noise))
+        offset_norm = float(np.hypot(*self.offset))
+        if not 0 < self.tolerance < offset_norm:
+            raise ValueError(
+                f"tolerance must lie in (0, |offset|) = (0, {offset_norm:.3f}), "
+                f"got {self.tolerance}"
+            )
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1, got {self.episode_length}")
+
+
 class BimodalGoalEnv(_ProbeEnv):
     """A point in the plane; the action ``[-1, 1]^2`` is where it goes next.
 
@@ -119,31 +156,18 @@ class BimodalGoalEnv(_ProbeEnv):
     bounded noise a0 (its action normalisation divides by that std), far short of the offset.
     Success: within ``tolerance`` (< ``|offset|``) of the target. Rewards: ``distance`` (minus
     the distance to the target) and ``success`` (1 on success). The episode terminates after
-    ``num_steps`` steps.
+    ``num_steps`` steps. Built from a ``BimodalGoalConfig`` and/or its field names as keywords.
     """
 
-    def __init__(
-        self,
-        goal: float = 0.6,
-        offset: tuple[float, float] = (0.0, 0.15),
-        tolerance: float = 0.05,
-        num_steps: int = 2,
-        start_noise: float = 0.05,
-        demo_noise: tuple[float, float] = (0.03, 0.01),
-    ):
-        offset_norm = float(np.hypot(*offset))
-        if not 0 < tolerance < offset_norm:
-            raise ValueError(
-                f"tolerance must lie in (0, |offset|) = (0, {offset_norm:.3f}), got {tolerance}"
-            )
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        self.goal = goal
-        self.offset = tuple(offset)
-        self.tolerance = tolerance
-        self.num_steps = num_steps
-        self.start_noise = start_noise
-        self.demo_noise = tuple(demo_noise)
+    def __init__(self, config: BimodalGoalConfig | None = None, **overrides):
+        config = dataclasses.replace(config or BimodalGoalConfig(), **overrides)
+        self.config = config
+        self.goal = config.goal
+        self.offset = tuple(config.offset)
+        self.tolerance = config.tolerance
+        self.num_steps = config.num_steps
+        self.start_noise = config.start_noise
+        self.demo_noise = tuple(config.demo_noise)
 
     @property
     def observation_size(self) -> int:
@@ -208,3 +232,11 @@ class BimodalGoalEnv(_ProbeEnv):
 
         obs, actions = jax.device_get(jax.jit(jax.vmap(episode))(jax.random.split(key, n)))
         return [(np.asarray(obs[i]), np.asarray(actions[i])) for i in range(n)]
+
+
+# Probe envs that the command line accepts as a ``task`` (tests run ``rfs steer`` on them). They
+# live apart from ``envs.tasks()``, which means the MJX hand tasks: each entry is the env class
+# and its default config, like ``envs.register``'s arguments.
+PROBES: dict[str, tuple[type[Env], Any]] = {
+    "probe_bimodal": (BimodalGoalEnv, BimodalGoalConfig()),
+}

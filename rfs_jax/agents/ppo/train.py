@@ -68,6 +68,61 @@ class TrainingState:
         return self.obs_stats, self.steering_params
 
 
+class NonFiniteError(FloatingPointError):
+    """A training metric became NaN or infinite; training stops before anything is saved."""
+
+
+def make_networks(
+    env: Env,
+    sampler: Sampler,
+    steering_cfg: SteeringConfig,
+    ppo_cfg: PPOConfig,
+    *,
+    horizon: int,
+    exec_horizon: int,
+) -> PPONetworks:
+    """The steering head and value network ``train`` builds for ``env`` (single-instance)."""
+    steering = make_steering(
+        steering_cfg, sampler, env.observation_size, env.action_size, horizon, exec_horizon
+    )
+    return make_ppo_networks(steering, ppo_cfg.value_hidden, ppo_cfg.obs_clip)
+
+
+def abstract_training_state(
+    env: Env, episode_length: int, networks: PPONetworks, cfg: PPOConfig, key: PRNGKey
+) -> TrainingState:
+    """Shapes and dtypes of ``train``'s state (``jax.ShapeDtypeStruct`` leaves, nothing is
+    computed): the restore target of a checkpoint. ``env`` is single-instance; ``key`` only
+    gives the key type (``jax.random.key`` vs a raw ``PRNGKey``)."""
+    batched = wrap(env, episode_length)
+    return jax.eval_shape(lambda k: init_training_state(batched, networks, cfg, k), key)
+
+
+def check_finite(record: dict[str, float], iteration: int) -> None:
+    """Raise ``NonFiniteError`` naming the first non-finite metric of a host record, with a
+    suggestion. Env metrics come first (a NaN there is the cause, not a symptom), then losses."""
+    bad = [k for k, v in record.items() if not np.isfinite(v)]
+    if not bad:
+        return
+    bad.sort(key=lambda k: (not k.startswith(("env/", "reward/")), "loss" not in k, k))
+    name = bad[0]
+    if name.startswith(("env/", "reward/")):
+        hint = (
+            "the env produced a non-finite reward or observation: check its config (unstable "
+            "physics: actuator gains, damping, dt) with `rfs bench`, or try another --seed"
+        )
+    else:
+        hint = (
+            "the update diverged: lower --ppo.policy-lr / --ppo.value-lr or "
+            "--ppo.max-grad-norm, or scale rewards down with --ppo.reward-scaling; with "
+            "--resume a run restarts from its last (finite) checkpoint"
+        )
+    others = f" (also {', '.join(bad[1:])})" if len(bad) > 1 else ""
+    raise NonFiniteError(
+        f"non-finite {name} = {record[name]} at iteration {iteration}{others}; {hint}"
+    )
+
+
 def make_optimizers(cfg: PPOConfig) -> tuple[optax.GradientTransformation, ...]:
     def adam(lr: float) -> optax.GradientTransformation:
         return optax.chain(
@@ -270,6 +325,8 @@ def train(
     exec_horizon: int,
     progress_fn: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint_fn: Callable[[int, TrainingState], None] | None = None,
+    initial_state: TrainingState | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[TrainingState, list[dict[str, float]]]:
     """Fine-tune a frozen flow policy with RFS (or DSRL / residual / base, per ``mode``).
 
@@ -286,6 +343,16 @@ def train(
       checkpoint_fn: ``checkpoint_fn(iteration, state)`` every ``ckpt_interval`` iterations and
         at the end. The next iteration donates ``state``'s buffers: save (or copy) what you
         need inside the hook, do not keep references to it.
+      initial_state: continue from this state (a restored checkpoint) instead of a fresh one;
+        iterations go on from its ``iteration`` up to the budget's total. With the same
+        ``key``, an interrupted and resumed run computes the same iterations as one without
+        the interruption (evaluation keys depend only on ``key`` and the iteration).
+      should_stop: polled after each iteration; when it returns True the loop saves a
+        checkpoint through ``checkpoint_fn`` and returns early (a graceful interrupt).
+
+    Raises:
+      NonFiniteError: a logged metric is NaN or infinite (before that iteration's checkpoint
+        hook, so a diverged state is not saved).
 
     Returns:
       ``(final state, history)``; history holds one dict of host floats per logged iteration
@@ -293,12 +360,15 @@ def train(
       ``eval/*`` (on evaluation iterations; the last entry always has them).
     """
     batched = wrap(env, episode_length)
-    steering = make_steering(
-        steering_cfg, sampler, env.observation_size, env.action_size, horizon, exec_horizon
+    networks = make_networks(
+        env, sampler, steering_cfg, ppo_cfg, horizon=horizon, exec_horizon=exec_horizon
     )
-    networks = make_ppo_networks(steering, ppo_cfg.value_hidden, ppo_cfg.obs_clip)
+    steering = networks.steering
     key_init, key_eval = jax.random.split(key)
-    state = init_training_state(batched, networks, ppo_cfg, key_init)
+    if initial_state is None:
+        state = init_training_state(batched, networks, ppo_cfg, key_init)
+    else:
+        state = initial_state
     train_step = jax.jit(make_train_step(batched, networks, ppo_cfg), donate_argnums=0)
 
     def eval_policy(params, obs, key):
@@ -312,14 +382,15 @@ def train(
     evaluator = make_evaluator(env, episode_length, eval_policy, ppo_cfg.eval_episodes)
     num_iterations = ppo_cfg.num_iterations(exec_horizon)
     history: list[dict[str, float]] = []
+    start = int(state.iteration)
     t_start = time.perf_counter()
-    t_last, steps_last = t_start, 0
-    for it in range(1, num_iterations + 1):
+    t_last, steps_last = t_start, int(state.env_steps)
+    for it in range(start + 1, num_iterations + 1):
         state, metrics = train_step(state, base_params)
         last = it == num_iterations
         evaluate_now = last or (ppo_cfg.eval_interval and it % ppo_cfg.eval_interval == 0)
         if evaluate_now:
-            key_eval, key_run = jax.random.split(key_eval)
+            key_run = jax.random.fold_in(key_eval, it)
             params = (state.obs_stats, state.steering_params, base_params)
             metrics = {**metrics, **evaluator(params, key_run)}
         if last or evaluate_now or it % ppo_cfg.log_interval == 0:
@@ -330,13 +401,17 @@ def train(
             record["perf/env_steps_per_s"] = (env_steps - steps_last) / max(now - t_last, 1e-9)
             record["perf/wall_s"] = now - t_start
             t_last, steps_last = now, env_steps
+            check_finite(record, it)
             history.append(record)
             if progress_fn is not None:
                 progress_fn(it, record)
+        stop = should_stop is not None and should_stop()
         if checkpoint_fn is not None and (
-            last or (ppo_cfg.ckpt_interval and it % ppo_cfg.ckpt_interval == 0)
+            last or stop or (ppo_cfg.ckpt_interval and it % ppo_cfg.ckpt_interval == 0)
         ):
             checkpoint_fn(it, state)
+        if stop:
+            break
     return state, history
 
 
@@ -347,9 +422,13 @@ def history_arrays(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
 
 
 __all__ = [
+    "NonFiniteError",
     "TrainingState",
+    "abstract_training_state",
+    "check_finite",
     "history_arrays",
     "init_training_state",
+    "make_networks",
     "make_optimizers",
     "make_policy",
     "make_train_step",

@@ -1,0 +1,128 @@
+"""``rfs pipeline``: demos -> flow base -> RFS (and, optionally, the baselines) -> evaluation,
+then a table of base vs steered success. Stages whose outputs exist are reused, so an
+interrupted pipeline picks up where it stopped (a steering run resumes from its checkpoint)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from experiments.common import console, write_json
+
+
+@dataclasses.dataclass
+class PipelineArgs:
+    """Run the whole pipeline on one task and print base vs RFS success."""
+
+    task: str = "grasp"
+    preset: str = "cpu"
+    """Steering preset (experiments/presets.py)."""
+    out: Path | None = None
+    """Folder of the task's runs (default: runs/<task>)."""
+    num_demos: int = 400
+    """Expert demonstrations for the base policy."""
+    demo_envs: int = 256
+    """Envs collecting demonstrations in parallel."""
+    flow_updates: int | None = None
+    """Flow training updates (default: FlowConfig's)."""
+    modes: tuple[str, ...] = ("rfs",)
+    """Steering modes to run with the same budget (rfs, dsrl, residual)."""
+    total_env_steps: int | None = None
+    """RL budget per mode (default: the preset's)."""
+    num_envs: int | None = None
+    """Parallel envs for RL (default: the preset's)."""
+    eval_episodes: int = 512
+    """Episodes of the final evaluations of the base and of every mode."""
+    seed: int = 0
+    fresh: bool = False
+    """Redo every stage even where its outputs exist."""
+
+
+def pipeline(args: PipelineArgs) -> dict:
+    from experiments.base import BaseArgs, base
+    from experiments.cli import DemosArgs, demos
+    from experiments.steer import SteerArgs, evaluate_run, steer
+    from rfs_jax.flow import FlowConfig
+
+    out = args.out or Path("runs") / args.task
+    t0 = time.time()
+    summary: dict = {"task": args.task, "preset": args.preset, "stages": {}}
+
+    demos_path = out / "demos.hdf5"
+    if args.fresh or not demos_path.exists():
+        d = demos(
+            DemosArgs(
+                task=args.task,
+                num=args.num_demos,
+                out=demos_path,
+                num_envs=args.demo_envs,
+                seed=args.seed,
+            )
+        )
+        summary["expert_success"] = d["expert_success"]
+    else:
+        console.print(f"reusing {demos_path}")
+        from rfs_jax.demos import load_demos
+
+        summary["expert_success"] = load_demos(demos_path).expert_success
+    summary["stages"]["demos_s"] = time.time() - t0
+
+    base_dir = out / "base"
+    base_eval = base_dir / "eval.json"
+    if args.fresh or not base_eval.exists():
+        flow = FlowConfig()
+        if args.flow_updates:
+            flow = dataclasses.replace(flow, num_updates=args.flow_updates)
+        base(
+            BaseArgs(
+                task=args.task,
+                demos=demos_path,
+                out=base_dir,
+                flow=flow,
+                eval_episodes=args.eval_episodes,
+                seed=args.seed,
+            )
+        )
+    else:
+        console.print(f"reusing {base_dir}")
+    summary["base"] = json.loads(base_eval.read_text())
+    summary["stages"]["base_s"] = time.time() - t0
+
+    for mode in args.modes:
+        run_dir = out / mode
+        changes = {"task": args.task, "base": base_dir, "mode": mode, "out": run_dir}
+        changes["seed"] = args.seed
+        if args.num_envs:
+            changes["num_envs"] = args.num_envs
+        if args.total_env_steps:
+            changes["total_env_steps"] = args.total_env_steps
+        resume = (run_dir / "config.json").exists() and not args.fresh
+        steer(SteerArgs.from_preset(args.preset, resume=resume, overwrite=args.fresh, **changes))
+        result = evaluate_run(run_dir, episodes=args.eval_episodes, seed=args.seed + 1)
+        write_json(run_dir / "eval_final.json", result)
+        summary[mode] = result
+        summary["stages"][f"{mode}_s"] = time.time() - t0
+
+    summary["wall_s"] = time.time() - t0
+    write_json(out / "pipeline.json", summary)
+    _print_table(summary, args.modes)
+    return summary
+
+
+def _print_table(summary: dict, modes) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{summary['task']}: success over {summary['base']['episodes']} episodes")
+    table.add_column("policy")
+    table.add_column("success", justify="right")
+    table.add_column("env steps of RL", justify="right")
+    if summary.get("expert_success") is not None:
+        table.add_row("scripted expert", f"{summary['expert_success']:.3f}", "-")
+    table.add_row("flow base", f"{summary['base']['success_rate']:.3f}", "0")
+    for mode in modes:
+        r = summary[mode]
+        table.add_row(mode, f"{r['success_rate']:.3f}", f"{r['env_steps']:,}")
+    console.print(table)
+    console.print(f"pipeline wall time {summary['wall_s'] / 60:.1f} min")

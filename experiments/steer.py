@@ -1,0 +1,611 @@
+"""``rfs steer`` and ``rfs eval``: the run layer around the compiled RFS training step.
+
+``rfs steer`` fine-tunes a saved flow base policy with PPO in one of the steering modes of RFS
+(arXiv 2602.01789): ``rfs`` (latent + residual), ``dsrl`` (latent only), ``residual``, or
+``base`` (no RL). A run folder (``runs/<task>/<mode>`` by default) receives
+    config.json     the resolved config (task, mode, steering, ppo, flow, base path), at start
+    metrics.csv     one row per logged iteration, namespaced keys; TensorBoard events next to it
+    checkpoints/    orbax saves of the whole TrainingState every ``ppo.ckpt_interval``, + final
+    eval.json       the final evaluation: task, mode, episodes, success_rate, return_mean, ...
+    curves.png      success vs env steps, one line per run sharing the parent folder
+``--resume`` continues from the newest readable checkpoint with the same iteration counter;
+Ctrl-C stops after the current iteration and saves a checkpoint first.
+
+``rfs eval`` evaluates a steering run's newest checkpoint or a saved base policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+from experiments.common import console, write_json
+from experiments.presets import PRESETS, preset
+from rfs_jax.agents.ppo import PPOConfig
+from rfs_jax.steering import MODES, Mode, SteeringConfig
+
+PresetName = Literal[tuple(PRESETS)]  # the preset names, as choices for --preset
+
+CONFIG_FILE = "config.json"
+EVAL_FILE = "eval.json"
+CURVES_FILE = "curves.png"
+CHECKPOINT_DIR = "checkpoints"
+FORMAT_VERSION = 1
+# PPO fields a resumed run may change: the budget and the cadence of logs, evals and saves.
+# Everything else shapes the training state or the trajectory and must match the checkpoint.
+_RESUMABLE_PPO_FIELDS = (
+    "total_env_steps",
+    "eval_interval",
+    "eval_episodes",
+    "log_interval",
+    "ckpt_interval",
+)
+
+
+@dataclasses.dataclass
+class SteerArgs:
+    """Fine-tune a saved flow base policy with PPO in one compiled step per iteration: RFS
+    (latent + residual), DSRL (latent only), residual RL, or the plain base. Writes config.json,
+    metrics.csv, TensorBoard events, orbax checkpoints, eval.json and curves.png to --out."""
+
+    task: str | None = None
+    """Task; must be the one the base policy was trained for (default: the base's)."""
+    base: Path | None = None
+    """Folder of the base policy written by `rfs base` (default: runs/<task>/base)."""
+    mode: Mode | None = None
+    """Steering mode (shortcut for --steering.mode): rfs, dsrl, residual or base."""
+    out: Path | None = None
+    """Run folder (default: runs/<task>/<mode>)."""
+    preset: PresetName | None = None
+    """Named defaults of --ppo.* and --steering.* (experiments/presets.py); the other flags
+    on the command line override them."""
+    num_envs: int | None = None
+    """Shortcut for --ppo.num-envs."""
+    total_env_steps: int | None = None
+    """Shortcut for --ppo.total-env-steps."""
+    resume: bool = False
+    """Continue the run in --out from its newest readable checkpoint: same iteration counter,
+    metrics.csv continues. On the command line the run's saved config.json gives the defaults
+    of every other flag, so only what changes (e.g. a larger --total-env-steps) is needed."""
+    overwrite: bool = False
+    """Start afresh in an --out that already holds a run (its checkpoints and logs are deleted)."""
+    seed: int = 0
+    """Seed of the run's PRNG key."""
+    keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep."""
+    progress: bool = True
+    """Show a progress bar."""
+    steering: SteeringConfig = SteeringConfig()
+    """Steering head (mode, residual scale, latent bound, ...)."""
+    ppo: PPOConfig = PPOConfig()
+    """PPO, budget, evaluation and checkpoint cadence."""
+
+    @classmethod
+    def from_preset(cls, name: str, **changes) -> SteerArgs:
+        """Arguments with preset ``name``'s PPO and steering settings (Python callers)."""
+        p = preset(name)
+        return cls(**{"preset": name, "ppo": p.ppo, "steering": p.steering, **changes})
+
+
+@dataclasses.dataclass
+class EvalArgs:
+    """Evaluate a saved policy: a steering run (a folder written by `rfs steer`, at its newest
+    readable checkpoint) or a base policy (a folder written by `rfs base`, a0 ~ N(0, I)),
+    optionally in a changed env (--override object.shape=sphere)."""
+
+    run: Path = Path("runs/grasp/rfs")
+    """Folder written by `rfs steer` or by `rfs base`."""
+    episodes: int | None = None
+    """Episodes, one per parallel env (default: the run's ppo.eval_episodes; 512 for a base)."""
+    deterministic: bool | None = None
+    """Mean of the learned dims (default: the run's ppo.deterministic_eval)."""
+    seed: int = 0
+    json: Path | None = None
+    """Also write the result here as JSON."""
+    override: tuple[str, ...] = ()
+    """Env config overrides KEY=VALUE (dotted for nested fields), e.g. unseen objects."""
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _flag_value(argv: Sequence[str], name: str) -> str | None:
+    value = None
+    for i, item in enumerate(argv):
+        if item == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif item.startswith(name + "="):
+            value = item.partition("=")[2]
+    return value
+
+
+def cli_default(argv: Sequence[str]) -> SteerArgs:
+    """The defaults that ``rfs steer ARGV`` parses against: with ``--resume --out DIR`` the
+    run's saved config, else ``--preset``'s settings, else the dataclass defaults."""
+    out = _flag_value(argv, "--out")
+    if "--resume" in argv and out and (Path(out) / CONFIG_FILE).is_file():
+        return args_from_config(json.loads((Path(out) / CONFIG_FILE).read_text()), Path(out))
+    name = _flag_value(argv, "--preset")
+    if name in PRESETS:
+        return SteerArgs.from_preset(name)
+    return SteerArgs()
+
+
+def args_from_config(config: dict, out: Path) -> SteerArgs:
+    """``SteerArgs`` that continue the run whose config.json is ``config``."""
+    return SteerArgs(
+        task=config["task"],
+        base=Path(config["base"]),
+        out=out,
+        preset=config.get("preset"),
+        seed=config["seed"],
+        resume=True,
+        steering=SteeringConfig(**config["steering"]),
+        ppo=PPOConfig(**config["ppo"]),
+    )
+
+
+# --------------------------------------------------------------------------- steer
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A resolved ``rfs steer`` invocation: configs, the loaded base and the run folder."""
+
+    task: str
+    env: object
+    flow_cfg: object
+    base_params: object
+    base_dir: Path
+    out: Path
+    steering: SteeringConfig
+    ppo: PPOConfig
+    config: dict
+
+    @property
+    def episode_length(self) -> int:
+        return self.env.config.episode_length
+
+
+def _resolve(args: SteerArgs) -> _Run:
+    """Validate the arguments and load the base; fails fast, before anything compiles."""
+    mode = args.mode or args.steering.mode
+    if mode not in MODES:
+        raise ValueError(f"unknown steering mode {mode!r}; expected one of {', '.join(MODES)}")
+    steering = dataclasses.replace(args.steering, mode=mode)
+    ppo_changes = {"num_envs": args.num_envs, "total_env_steps": args.total_env_steps}
+    ppo = dataclasses.replace(args.ppo, **{k: v for k, v in ppo_changes.items() if v is not None})
+    if args.keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1, got {args.keep_checkpoints}")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues a run and --overwrite deletes it: pass one")
+
+    if args.base is None and args.task is None:
+        raise ValueError("pass --base (a folder written by `rfs base`) or --task")
+    base_dir = Path(args.base if args.base is not None else Path("runs") / args.task / "base")
+    if not (base_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no base policy at {base_dir} (missing config.json): train one with "
+            f"`rfs base --task {args.task or '<task>'} --out {base_dir}`, or pass --base"
+        )
+    from experiments.base import load_base
+
+    task, env, flow_cfg, base_params, meta = load_base(base_dir)
+    if args.task is not None and args.task != task:
+        raise ValueError(
+            f"--task {args.task} does not match the base policy at {base_dir}, trained for "
+            f"{task!r}; pass --task {task} or another --base"
+        )
+    out = Path(args.out if args.out is not None else Path("runs") / task / mode)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "task": task,
+        "mode": mode,
+        "base": str(base_dir.expanduser().resolve()),
+        "seed": args.seed,
+        "preset": args.preset,
+        "steering": dataclasses.asdict(steering),
+        "ppo": dataclasses.asdict(ppo),
+        "flow": dataclasses.asdict(flow_cfg),
+        "env_config": meta["env_config"],
+        "episode_length": env.config.episode_length,
+        "env_steps_per_iteration": ppo.env_steps_per_iteration(flow_cfg.exec_horizon),
+        "num_iterations": ppo.num_iterations(flow_cfg.exec_horizon),
+    }
+    return _Run(task, env, flow_cfg, base_params, base_dir, out, steering, ppo, config)
+
+
+def _check_resumable(saved: dict, config: dict, path: Path) -> None:
+    """Refuse to resume with settings that change the state or the trajectory."""
+    diffs = []
+    for key in ("task", "mode", "seed", "flow", "env_config", "steering"):
+        if saved.get(key) != json.loads(json.dumps(config[key])):
+            diffs.append(key)
+    saved_ppo, ppo = saved.get("ppo", {}), json.loads(json.dumps(config["ppo"]))
+    diffs += [
+        f"ppo.{k}"
+        for k in sorted(set(saved_ppo) | set(ppo))
+        if k not in _RESUMABLE_PPO_FIELDS and saved_ppo.get(k) != ppo.get(k)
+    ]
+    if diffs:
+        raise ValueError(
+            f"cannot resume {path.parent}: {', '.join(diffs)} differ from its {path.name}; "
+            f"resume with the original settings (only the budget and the log / eval / "
+            f"checkpoint cadence may change), or start a new run with another --out"
+        )
+
+
+def _run_files(out: Path) -> list[Path]:
+    names = (CHECKPOINT_DIR, CHECKPOINT_DIR + "_unreadable", "metrics.csv", EVAL_FILE, CURVES_FILE)
+    files = [out / n for n in names if (out / n).exists()]
+    return files + sorted(out.glob("events.out.tfevents.*"))
+
+
+def _prepare_folder(args: SteerArgs, run: _Run) -> None:
+    out = run.out
+    if args.resume:
+        path = out / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no run to resume at {out} (missing {CONFIG_FILE}); start it without --resume "
+                f"or point --out at an existing run folder"
+            )
+        _check_resumable(json.loads(path.read_text()), run.config, path)
+    else:
+        existing = _run_files(out)
+        if existing and not args.overwrite:
+            raise ValueError(
+                f"{out} already holds a run ({', '.join(p.name for p in existing)}): pass "
+                f"--resume to continue it, --overwrite to start it afresh, or another --out"
+            )
+        for p in existing:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    write_json(out / CONFIG_FILE, run.config)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn the first Ctrl-C into a request to stop after the current iteration (the trainer
+    then saves a checkpoint); a second one aborts at once. Yields ``should_stop()``."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        requested.set()
+        signal.signal(signal.SIGINT, previous)
+        console.print(
+            "[yellow]interrupt: stopping after this iteration and saving a checkpoint "
+            "(Ctrl-C again to abort without saving)[/]"
+        )
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} env steps"),
+        TextColumn("{task.fields[rate]} steps/s"),
+        TextColumn("success {task.fields[success]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def sibling_runs(out: Path) -> list[Path]:
+    """Run folders (config.json and metrics.csv) next to ``out``, ``out`` included."""
+    parent = out.parent
+    runs = [p for p in parent.iterdir() if (p / CONFIG_FILE).is_file()] if parent.is_dir() else []
+    runs = [p for p in runs if (p / "metrics.csv").is_file()]
+    return sorted(set(runs) | {out})
+
+
+def steer(
+    args: SteerArgs, *, on_iteration: Callable[[int, dict[str, float]], None] | None = None
+) -> dict:
+    """Run (or resume) one steering run; returns the final evaluation (what eval.json holds).
+
+    ``on_iteration(iteration, record)`` is called with each logged iteration's host metrics.
+    Raises ``KeyboardInterrupt`` after saving a checkpoint when interrupted with Ctrl-C.
+    """
+    run = _resolve(args)
+    _prepare_folder(args, run)
+
+    import jax
+
+    from rfs_jax.agents.ppo import abstract_training_state, make_networks, train
+    from rfs_jax.checkpoint import Checkpointer
+    from rfs_jax.flow import make_sampler
+    from rfs_jax.logging import MetricsLogger, plot_curves
+
+    env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.ppo, run.out
+    exec_horizon = flow_cfg.exec_horizon
+    sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
+    key = jax.random.key(args.seed)
+    num_iterations = ppo.num_iterations(exec_horizon)
+    per_iteration = ppo.env_steps_per_iteration(exec_horizon)
+
+    ckpt = Checkpointer(out / CHECKPOINT_DIR, max_to_keep=args.keep_checkpoints, log=_warn)
+    try:
+        initial_state, start = None, 0
+        if args.resume:
+            networks = make_networks(
+                env, sampler, run.steering, ppo, horizon=flow_cfg.horizon, exec_horizon=exec_horizon
+            )
+            abstract = abstract_training_state(env, run.episode_length, networks, ppo, key)
+            restored = ckpt.restore_latest(abstract)
+            if restored is None:
+                _warn(f"no checkpoint in {ckpt.directory}: starting {out} from iteration 0")
+            else:
+                start, initial_state = restored
+                console.print(
+                    f"resuming {out} at iteration {start} ({start * per_iteration:,} env steps)"
+                )
+        if initial_state is not None and start >= num_iterations:
+            console.print(f"{out} already ran {start} of {num_iterations} iterations")
+            result = _final_eval(run, networks, initial_state, key, start)
+            write_json(out / EVAL_FILE, result)
+            plot_curves(sibling_runs(out), out / CURVES_FILE)
+            return result
+
+        console.print(
+            f"steering {run.task} ({run.steering.mode}) with {ppo.num_envs} envs: "
+            f"{num_iterations} iterations of {per_iteration:,} env steps -> {out}"
+        )
+        logger = MetricsLogger(out, resume_iteration=start if args.resume else None)
+
+        def checkpoint_fn(it, state):
+            ckpt.save(
+                it,
+                state,
+                config=run.config,
+                finite=(
+                    state.steering_params,
+                    state.value_params,
+                    state.policy_opt_state,
+                    state.value_opt_state,
+                    state.obs_stats,
+                ),
+            )
+
+        with (
+            logger,
+            _deferred_interrupt() as should_stop,
+            _progress(args.progress) as progress,
+        ):
+            bar = progress.add_task(
+                run.steering.mode,
+                total=num_iterations * per_iteration,
+                completed=start * per_iteration,
+                rate="-",
+                success="-",
+            )
+
+            def progress_fn(it, record):
+                logger.write(record)
+                success = f"{record['env/success']:.2f}"
+                if "eval/success_rate" in record:
+                    success += f" (eval {record['eval/success_rate']:.2f})"
+                progress.update(
+                    bar,
+                    completed=record["env_steps"],
+                    rate=f"{record['perf/env_steps_per_s']:,.0f}",
+                    success=success,
+                )
+                if on_iteration is not None:
+                    on_iteration(it, record)
+
+            state, history = train(
+                env,
+                run.episode_length,
+                sampler,
+                run.base_params,
+                run.steering,
+                ppo,
+                key,
+                horizon=flow_cfg.horizon,
+                exec_horizon=exec_horizon,
+                progress_fn=progress_fn,
+                checkpoint_fn=checkpoint_fn,
+                initial_state=initial_state,
+                should_stop=should_stop,
+            )
+            iteration = int(state.iteration)
+        if iteration < num_iterations:
+            console.print(
+                f"[yellow]stopped at iteration {iteration} of {num_iterations}; checkpoint "
+                f"saved in {ckpt.directory}. Continue with `rfs steer --out {out} --resume`[/]",
+                soft_wrap=True,
+            )
+            raise KeyboardInterrupt
+    finally:
+        ckpt.close()
+
+    final = history[-1]
+    result = {
+        "task": run.task,
+        "mode": run.steering.mode,
+        "episodes": ppo.eval_episodes,
+        "success_rate": final["eval/success_rate"],
+        "return_mean": final["eval/return_mean"],
+        "env_steps": int(final["env_steps"]),
+        "iteration": iteration,
+        "deterministic": ppo.deterministic_eval,
+        "run": str(out),
+    }
+    write_json(out / EVAL_FILE, result)
+    plot_curves(sibling_runs(out), out / CURVES_FILE)
+    console.print(
+        f"[bold green]{run.steering.mode} success {result['success_rate']:.3f}[/] "
+        f"(return {result['return_mean']:.3f}, {result['env_steps']:,} env steps) -> {out}"
+    )
+    return result
+
+
+def _warn(message: str) -> None:
+    # soft_wrap: no line breaks inserted into the paths, so they can be copied.
+    console.print(f"[yellow]{message}[/]", soft_wrap=True)
+
+
+def _final_eval(run: _Run, networks, state, key, iteration: int) -> dict:
+    """The evaluation ``train`` runs at iteration ``iteration`` (same key), for a finished run."""
+    import jax
+
+    metrics = _evaluate_state(
+        run.env,
+        run.episode_length,
+        networks,
+        run.base_params,
+        state,
+        run.ppo.eval_episodes,
+        run.ppo.deterministic_eval,
+        jax.random.fold_in(jax.random.split(key)[1], iteration),
+    )
+    return {
+        "task": run.task,
+        "mode": run.steering.mode,
+        "episodes": run.ppo.eval_episodes,
+        **metrics,
+        "env_steps": int(state.env_steps),
+        "iteration": iteration,
+        "deterministic": run.ppo.deterministic_eval,
+        "run": str(run.out),
+    }
+
+
+def _evaluate_state(
+    env, episode_length, networks, base_params, state, episodes, deterministic, key
+) -> dict:
+    import functools
+
+    import jax
+
+    from rfs_jax.agents.ppo import make_policy
+    from rfs_jax.evaluation import make_evaluator
+
+    policy = functools.partial(make_policy(networks, base_params), deterministic=deterministic)
+    run = make_evaluator(env, episode_length, policy, episodes)
+    m = jax.device_get(run(state.policy_params, key))
+    return {
+        "success_rate": float(m["eval/success_rate"]),
+        "return_mean": float(m["eval/return_mean"]),
+    }
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def evaluate_run(
+    run_dir: Path,
+    *,
+    episodes: int | None = None,
+    deterministic: bool | None = None,
+    seed: int = 0,
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    """Success of a saved steering run (newest readable checkpoint) or base policy folder."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"nothing to evaluate at {run_dir} (missing {CONFIG_FILE}): pass a folder written by "
+            f"`rfs steer` or `rfs base`"
+        )
+    config = json.loads(config_path.read_text())
+    from experiments.base import evaluate_base, load_base
+
+    if "ppo" not in config:  # a base policy folder (rfs_jax.flow.save_flow)
+        task, env, flow_cfg, params, _ = load_base(run_dir, overrides)
+        result = evaluate_base(task, env, flow_cfg, params, episodes or 512, seed)
+        return {**result, "run": str(run_dir), "overrides": list(overrides)}
+
+    import jax
+
+    from rfs_jax.agents.ppo import abstract_training_state, make_networks
+    from rfs_jax.checkpoint import Checkpointer
+    from rfs_jax.flow import make_sampler
+
+    base_dir = Path(config["base"])
+    if not (base_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the base policy of {run_dir} is gone from {base_dir}: restore it there (the run's "
+            f"{CONFIG_FILE} names it)"
+        )
+    task, env, flow_cfg, base_params, _ = load_base(base_dir, overrides)
+    steering, ppo = SteeringConfig(**config["steering"]), PPOConfig(**config["ppo"])
+    sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
+    networks = make_networks(
+        env, sampler, steering, ppo, horizon=flow_cfg.horizon, exec_horizon=flow_cfg.exec_horizon
+    )
+    key = jax.random.key(config["seed"])
+    abstract = abstract_training_state(env, env.config.episode_length, networks, ppo, key)
+    with Checkpointer(run_dir / CHECKPOINT_DIR, log=_warn) as ckpt:
+        if not ckpt.steps():
+            raise FileNotFoundError(
+                f"no checkpoint in {ckpt.directory}: the run saved none yet (resume it with "
+                f"`rfs steer --out {run_dir} --resume`)"
+            )
+        iteration, state = ckpt.restore_latest(abstract)
+    episodes = episodes or ppo.eval_episodes
+    deterministic = ppo.deterministic_eval if deterministic is None else deterministic
+    metrics = _evaluate_state(
+        env,
+        env.config.episode_length,
+        networks,
+        base_params,
+        state,
+        episodes,
+        deterministic,
+        jax.random.key(seed),
+    )
+    return {
+        "task": task,
+        "mode": steering.mode,
+        "episodes": episodes,
+        **metrics,
+        "env_steps": int(state.env_steps),
+        "iteration": iteration,
+        "deterministic": deterministic,
+        "run": str(run_dir),
+        "overrides": list(overrides),
+    }
+
+
+def evaluate(args: EvalArgs) -> dict:
+    result = evaluate_run(
+        args.run,
+        episodes=args.episodes,
+        deterministic=args.deterministic,
+        seed=args.seed,
+        overrides=args.override,
+    )
+    where = f" at iteration {result['iteration']}" if "iteration" in result else ""
+    console.print(
+        f"[bold green]{result['task']} {result['mode']}{where}: success "
+        f"{result['success_rate']:.3f}[/] (return {result['return_mean']:.3f}, "
+        f"{result['episodes']} episodes)"
+    )
+    if args.json:
+        write_json(args.json, result)
+    return result

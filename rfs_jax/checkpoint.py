@@ -1,0 +1,194 @@
+"""Orbax checkpoints of a whole training state (RFS, arXiv 2602.01789: the PPO ``TrainingState``).
+
+One folder per run, one sub-folder per saved step (the training iteration), written by an orbax
+``CheckpointManager`` that keeps the newest ``max_to_keep``:
+    <dir>/<step>/state/    the state pytree (orbax StandardCheckpointer format)
+    <dir>/<step>/config/   the run's resolved config (JSON), so every checkpoint explains itself
+A restore fills an abstract target (``jax.eval_shape`` of the state's constructor) and checks
+the saved shapes and dtypes against it: the code and the config decide them, not the disk. A
+step that cannot be read (a truncated file, a half-copied folder) is reported by path and the
+previous one is used; the unreadable ones are moved aside to ``<dir>_unreadable/``, so the
+resumed run can save its own checkpoints at those steps. Nothing non-finite is ever saved.
+Never pickle.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+T = TypeVar("T")
+
+_STATE, _CONFIG = "state", "config"
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a run can be read back."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """Refused to save a state holding NaN or infinite values."""
+
+
+def non_finite_leaves(tree: Any) -> list[str]:
+    """Paths (``jax.tree_util.keystr``) of the floating-point leaves with a NaN or an inf."""
+    floats = [
+        (jax.tree_util.keystr(path), leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if jax.numpy.issubdtype(getattr(leaf, "dtype", np.int32), np.inexact)
+    ]
+    values = jax.device_get([leaf for _, leaf in floats])  # one transfer for the whole tree
+    return [name for (name, _), x in zip(floats, values, strict=True) if not np.isfinite(x).all()]
+
+
+class Checkpointer:
+    """Save and restore whole-state checkpoints of one run (see the module docstring).
+
+    ``log(message)`` receives the fall-back reports (default ``print``).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        max_to_keep: int = 3,
+        log: Callable[[str], None] = print,
+    ):
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+        self.directory = Path(directory).expanduser().resolve()
+        self.log = log
+        # Synchronous saves: the trainer donates the state's buffers to its next iteration, so
+        # the arrays must be on disk (or at least copied off the device) before save returns;
+        # the checkpoint cadence is far below the iteration rate, so the wait is small.
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        """Saved steps, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def path(self, step: int) -> Path:
+        return self.directory / str(step)
+
+    def save(self, step: int, state: Any, *, config: dict | None = None, finite: Any = None):
+        """Write ``state`` (any pytree of arrays) at ``step``, replacing a checkpoint already at
+        that step. ``finite`` (default: all of ``state``) must hold no NaN or inf, else
+        ``NonFiniteStateError`` and nothing is written."""
+        bad = non_finite_leaves(state if finite is None else finite)
+        if bad:
+            raise NonFiniteStateError(
+                f"not saving step {step} to {self.directory}: non-finite values in "
+                f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; the previous checkpoint "
+                f"is the last finite one"
+            )
+        if step in self._manager.all_steps():
+            self._manager.delete(step)
+        items = {_STATE: ocp.args.StandardSave(state)}
+        if config is not None:
+            items[_CONFIG] = ocp.args.JsonSave(config)
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, abstract: T) -> T:
+        """The state saved at ``step``, restored into ``abstract`` (``jax.eval_shape`` of the
+        state's constructor). Raises ``ValueError`` when a saved leaf's shape or dtype differs
+        from the target's (orbax itself would hand back the saved shape), and whatever orbax
+        raises when the step is unreadable."""
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
+        )[_STATE]
+        if jax.tree.structure(restored) != jax.tree.structure(abstract):
+            raise ValueError(f"{self.path(step)} holds a differently structured state")
+        mismatched = [
+            f"{jax.tree_util.keystr(path)}: saved {got.shape} {got.dtype}, "
+            f"expected {want.shape} {want.dtype}"
+            for (path, want), got in zip(
+                jax.tree_util.tree_leaves_with_path(abstract),
+                jax.tree.leaves(restored),
+                strict=True,
+            )
+            if got.shape != want.shape or got.dtype != want.dtype
+        ]
+        if mismatched:
+            raise ValueError(
+                f"{self.path(step)} does not match the expected state: {'; '.join(mismatched[:3])}"
+                f"{' ...' if len(mismatched) > 3 else ''}"
+            )
+        return restored
+
+    def restore_latest(self, abstract: T) -> tuple[int, T] | None:
+        """``(step, state)`` of the newest readable checkpoint; ``None`` when there is none.
+
+        Unreadable newer steps are reported through ``log`` with their path and the error,
+        then moved to ``<dir>_unreadable/``. When no step can be read, ``CheckpointError``
+        lists them all and nothing is moved (a config that no longer matches the checkpoints
+        fails every step the same way; that is not corruption).
+        """
+        failures: list[tuple[int, Exception]] = []
+        for step in reversed(self.steps()):
+            try:
+                state = self.restore(step, abstract)
+            except Exception as e:  # orbax raises many types (IO, tensorstore, tree mismatch)
+                self.log(
+                    f"checkpoint {self.path(step)} cannot be read ({type(e).__name__}: "
+                    f"{_first_line(e)}); trying the previous one"
+                )
+                failures.append((step, e))
+                continue
+            for bad_step, _ in failures:
+                self._move_aside(bad_step)
+            if failures:
+                self._manager.reload()
+                self.log(f"resuming from checkpoint {self.path(step)}")
+            return step, state
+        if failures:
+            listing = "; ".join(
+                f"{self.path(s)}: {type(e).__name__}: {_first_line(e)}" for s, e in failures
+            )
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} can be restored ({listing}); if the run's "
+                f"config changed since they were written, rerun with the original options, or "
+                f"start the run afresh"
+            )
+        return None
+
+    def _move_aside(self, step: int) -> Path:
+        target = self.directory.with_name(self.directory.name + "_unreadable") / str(step)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(self.path(step)), str(target))
+        self.log(f"moved the unreadable checkpoint {self.path(step)} to {target}")
+        return target
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _first_line(e: Exception, limit: int = 300) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= limit else line[:limit] + " ..."
+
+
+__all__ = [
+    "CheckpointError",
+    "Checkpointer",
+    "NonFiniteStateError",
+    "non_finite_leaves",
+]
