@@ -6,8 +6,9 @@ TASK    ?= grasp
 PRESET  ?= cpu
 NUM     ?= 400
 RUNS    ?= runs
+ARGS    ?=
 
-.PHONY: install install-gpu test test-slow lint format run bench demos base steer eval clean
+.PHONY: install install-gpu test test-slow lint format run bench demos base steer steer-cluster eval clean
 
 .venv/.installed: pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -47,8 +48,20 @@ demos: install
 base: install
 	$(RFS) base --task $(TASK) --demos $(RUNS)/$(TASK)/demos.hdf5 --out $(RUNS)/$(TASK)/base
 
+# Extra flags through ARGS, e.g. make steer TASK=grasp PRESET=gpu ARGS="--seeds 4"
 steer: install
-	$(RFS) steer --task $(TASK) --base $(RUNS)/$(TASK)/base --preset $(PRESET)
+	$(RFS) steer --task $(TASK) --base $(RUNS)/$(TASK)/base --preset $(PRESET) $(ARGS)
+
+# Multi-host: the same command on every host, with process 0's address, e.g. on two hosts
+#   make steer-cluster PRESET=gpu COORDINATOR=host0:12345 NUM_PROCESSES=2 PROCESS_ID=0  (host0)
+#   make steer-cluster PRESET=gpu COORDINATOR=host0:12345 NUM_PROCESSES=2 PROCESS_ID=1  (host1)
+# Under SLURM / Open MPI leave those unset (srun make steer-cluster ...): JAX reads the job.
+# $(RUNS) must be on a filesystem every host sees.
+steer-cluster: install
+	$(if $(COORDINATOR),JAX_COORDINATOR_ADDRESS=$(COORDINATOR)) \
+	$(if $(NUM_PROCESSES),JAX_NUM_PROCESSES=$(NUM_PROCESSES)) \
+	$(if $(PROCESS_ID),JAX_PROCESS_ID=$(PROCESS_ID)) \
+	$(RFS) steer --distributed --task $(TASK) --base $(RUNS)/$(TASK)/base --preset $(PRESET) $(ARGS)
 
 clean:
 	rm -rf $(RUNS) .pytest_cache .ruff_cache

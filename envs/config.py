@@ -10,7 +10,7 @@ from envs.hand import constants as C
 # Default MuJoCo geom sizes per shape: (half-x, half-y, half-z) for boxes and ellipsoids,
 # (radius, half-length, unused) for cylinders and capsules, (radius, unused, unused) for spheres.
 DEFAULT_SIZE_RANGES = {
-    "box": ((0.015, 0.015, 0.015), (0.035, 0.035, 0.04)),
+    "box": ((0.02, 0.02, 0.02), (0.035, 0.035, 0.04)),
     "cylinder": ((0.02, 0.025, 0.0), (0.03, 0.04, 0.0)),
     "sphere": ((0.025, 0.0, 0.0), (0.035, 0.0, 0.0)),
     "capsule": ((0.018, 0.02, 0.0), (0.025, 0.035, 0.0)),

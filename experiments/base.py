@@ -40,6 +40,8 @@ class BaseArgs:
     """Output folder: orbax checkpoint, config.json, loss.png, eval.json."""
     flow: FlowConfig = FlowConfig()
     """Flow policy and training settings."""
+    max_demos: int | None = None
+    """Train on only the first N demonstrations of the file (fewer demos, weaker base)."""
     eval_episodes: int = 512
     """Episodes of the evaluation (0 to skip it)."""
     seed: int = 0
@@ -84,6 +86,10 @@ def evaluate_base(task, env, cfg, params, episodes: int, seed: int) -> dict:
 def base(args: BaseArgs) -> dict:
     demos = load_demos(args.demos, task=args.task)
     env = env_for_demos(args.task, demos, args.override)
+    if args.max_demos is not None:
+        if args.max_demos <= 0:
+            raise ValueError(f"max_demos must be positive, got {args.max_demos}")
+        demos.episodes = demos.episodes[: args.max_demos]
     obs, chunks = chunks_from_episodes(episodes_arrays(demos), args.flow.horizon)
     console.print(
         f"training the flow base on {len(demos.episodes)} demos ({len(obs)} chunks of "

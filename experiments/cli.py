@@ -85,13 +85,20 @@ def bench(args: BenchArgs) -> dict:
     from rich.table import Table
 
     import envs
-    from rfs_jax.bench import bench_env
+    from rfs_jax.bench import bench_env, bench_train
 
     env = envs.make(args.task, **parse_overrides(args.override))
     result = {"task": args.task, **bench_env(env, args.num_envs, steps=args.steps)}
+    rows = ["env_steps_per_s", "physics_steps_per_s", "compile_s"]
+    if not args.env_only:
+        result.update(bench_train(env, args.num_envs))
+        result["train_vs_env"] = result["train_env_steps_per_s"] / result["env_steps_per_s"]
+        rows += ["train_env_steps_per_s", "train_vs_env", "train_compile_s"]
     table = Table(title=f"{args.task} @ {args.num_envs} envs on {result['device']}")
-    for k in ("env_steps_per_s", "physics_steps_per_s", "compile_s"):
-        table.add_row(k, f"{result[k]:,.1f}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for k in rows:
+        table.add_row(k, f"{result[k]:,.2f}" if k == "train_vs_env" else f"{result[k]:,.1f}")
     console.print(table)
     if args.json:
         write_json(args.json, result)
@@ -104,12 +111,19 @@ def _base_command():
     return BaseArgs, base
 
 
+def _pipeline_command():
+    from experiments.pipeline import PipelineArgs, pipeline
+
+    return PipelineArgs, pipeline
+
+
 COMMANDS = {
     "demos": (DemosArgs, demos),
     "base": _base_command(),
     "bench": (BenchArgs, bench),
     "steer": (SteerArgs, steer),
     "eval": (EvalArgs, evaluate),
+    "pipeline": _pipeline_command(),
 }
 
 # Commands whose defaults depend on the command line itself (a preset, a run to resume):

@@ -11,6 +11,13 @@
 ``--resume`` continues from the newest readable checkpoint with the same iteration counter;
 Ctrl-C stops after the current iteration and saves a checkpoint first.
 
+Scale (``rfs_jax.sharding``): the envs are split over every device JAX sees (``--num-devices``
+picks fewer); ``--distributed`` joins a multi-host run through ``jax.distributed`` (the same
+command on every host; process 0 writes the logs, eval.json and curves; orbax writes the
+checkpoints collectively, so the run folder must be on a filesystem every host sees).
+``--seeds N`` trains seeds ``--seed .. --seed + N - 1`` in one compiled program; eval.json then
+holds the mean ``success_rate``, ``success_rate_std`` and ``success_rate_per_seed``.
+
 ``rfs eval`` evaluates a steering run's newest checkpoint or a saved base policy.
 """
 
@@ -25,6 +32,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 from experiments.common import console, write_json
 from experiments.presets import PRESETS, preset
@@ -78,6 +87,18 @@ class SteerArgs:
     """Start afresh in an --out that already holds a run (its checkpoints and logs are deleted)."""
     seed: int = 0
     """Seed of the run's PRNG key."""
+    seeds: int = 1
+    """Train this many seeds (--seed, --seed + 1, ...) in one compiled program (vmap over a
+    seed axis); seed i gives what a run with --seed i alone gives. eval.json reports the mean
+    success over seeds, its std and each seed's."""
+    num_devices: int | None = None
+    """Devices to split the envs over (default: all that JAX sees, every host's with
+    --distributed). --ppo.num-envs and --ppo.minibatch-size must divide by it."""
+    distributed: bool = False
+    """Join a multi-host run (jax.distributed.initialize): start the same command on every
+    host with JAX_COORDINATOR_ADDRESS=host0:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID set (or
+    under SLURM / Open MPI, which JAX detects). Process 0 writes the logs; the run folder must
+    be on a filesystem every host sees."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep."""
     progress: bool = True
@@ -146,6 +167,7 @@ def args_from_config(config: dict, out: Path) -> SteerArgs:
         out=out,
         preset=config.get("preset"),
         seed=config["seed"],
+        seeds=config.get("seeds", 1),
         resume=True,
         steering=SteeringConfig(**config["steering"]),
         ppo=PPOConfig(**config["ppo"]),
@@ -186,6 +208,8 @@ def _resolve(args: SteerArgs) -> _Run:
         raise ValueError(f"keep_checkpoints must be >= 1, got {args.keep_checkpoints}")
     if args.resume and args.overwrite:
         raise ValueError("--resume continues a run and --overwrite deletes it: pass one")
+    if args.seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {args.seeds}")
 
     if args.base is None and args.task is None:
         raise ValueError("pass --base (a folder written by `rfs base`) or --task")
@@ -210,6 +234,7 @@ def _resolve(args: SteerArgs) -> _Run:
         "mode": mode,
         "base": str(base_dir.expanduser().resolve()),
         "seed": args.seed,
+        "seeds": args.seeds,
         "preset": args.preset,
         "steering": dataclasses.asdict(steering),
         "ppo": dataclasses.asdict(ppo),
@@ -228,6 +253,8 @@ def _check_resumable(saved: dict, config: dict, path: Path) -> None:
     for key in ("task", "mode", "seed", "flow", "env_config", "steering"):
         if saved.get(key) != json.loads(json.dumps(config[key])):
             diffs.append(key)
+    if saved.get("seeds", 1) != config["seeds"]:  # runs from before --seeds had one
+        diffs.append("seeds")
     saved_ppo, ppo = saved.get("ppo", {}), json.loads(json.dumps(config["ppo"]))
     diffs += [
         f"ppo.{k}"
@@ -329,20 +356,33 @@ def steer(
     ``on_iteration(iteration, record)`` is called with each logged iteration's host metrics.
     Raises ``KeyboardInterrupt`` after saving a checkpoint when interrupted with Ctrl-C.
     """
+    if args.distributed:  # before anything touches a device (loading the base does)
+        from rfs_jax import sharding
+
+        sharding.initialize_distributed()
     run = _resolve(args)
-    _prepare_folder(args, run)
 
     import jax
 
+    from rfs_jax import sharding
     from rfs_jax.agents.ppo import abstract_training_state, make_networks, train
     from rfs_jax.checkpoint import Checkpointer
     from rfs_jax.flow import make_sampler
     from rfs_jax.logging import MetricsLogger, plot_curves
 
     env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.ppo, run.out
+    mesh = sharding.make_mesh(args.num_devices)
+    sharding.check_divisible(mesh.size, num_envs=ppo.num_envs, minibatch_size=ppo.minibatch_size)
+    run.config.update(num_devices=mesh.size, num_processes=jax.process_count())
+    primary = sharding.is_primary()
+    if not primary:  # one process speaks and writes the logs (checkpoints: orbax, collectively)
+        console.quiet = True
+    _prepare_folder_on_primary(args, run, primary)
+
     exec_horizon = flow_cfg.exec_horizon
     sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
-    key = jax.random.key(args.seed)
+    seeds = [args.seed + i for i in range(args.seeds)]
+    key = _run_key(seeds)
     num_iterations = ppo.num_iterations(exec_horizon)
     per_iteration = ppo.env_steps_per_iteration(exec_horizon)
 
@@ -353,7 +393,9 @@ def steer(
             networks = make_networks(
                 env, sampler, run.steering, ppo, horizon=flow_cfg.horizon, exec_horizon=exec_horizon
             )
-            abstract = abstract_training_state(env, run.episode_length, networks, ppo, key)
+            abstract = abstract_training_state(
+                env, run.episode_length, networks, ppo, key, mesh=mesh
+            )
             restored = ckpt.restore_latest(abstract)
             if restored is None:
                 _warn(f"no checkpoint in {ckpt.directory}: starting {out} from iteration 0")
@@ -364,19 +406,26 @@ def steer(
                 )
         if initial_state is not None and start >= num_iterations:
             console.print(f"{out} already ran {start} of {num_iterations} iterations")
-            result = _final_eval(run, networks, initial_state, key, start)
-            write_json(out / EVAL_FILE, result)
-            plot_curves(sibling_runs(out), out / CURVES_FILE)
+            result = _final_eval(run, networks, initial_state, key, start, seeds)
+            if primary:
+                write_json(out / EVAL_FILE, result)
+                plot_curves(sibling_runs(out), out / CURVES_FILE)
             return result
 
+        seeds_text = f" x {args.seeds} seeds" if args.seeds > 1 else ""
         console.print(
-            f"steering {run.task} ({run.steering.mode}) with {ppo.num_envs} envs: "
-            f"{num_iterations} iterations of {per_iteration:,} env steps -> {out}"
+            f"steering {run.task} ({run.steering.mode}) with {ppo.num_envs} envs{seeds_text} on "
+            f"{mesh.size} device(s): {num_iterations} iterations of {per_iteration:,} env steps "
+            f"-> {out}"
         )
-        logger = MetricsLogger(out, resume_iteration=start if args.resume else None)
+        logger = (
+            MetricsLogger(out, resume_iteration=start if args.resume else None)
+            if primary
+            else contextlib.nullcontext()
+        )
 
         def checkpoint_fn(it, state):
-            ckpt.save(
+            ckpt.save(  # every process: orbax writes each one's shards of a multi-host state
                 it,
                 state,
                 config=run.config,
@@ -392,7 +441,7 @@ def steer(
         with (
             logger,
             _deferred_interrupt() as should_stop,
-            _progress(args.progress) as progress,
+            _progress(args.progress and primary) as progress,
         ):
             bar = progress.add_task(
                 run.steering.mode,
@@ -403,7 +452,8 @@ def steer(
             )
 
             def progress_fn(it, record):
-                logger.write(record)
+                if primary:
+                    logger.write(record)
                 success = f"{record['env/success']:.2f}"
                 if "eval/success_rate" in record:
                     success += f" (eval {record['eval/success_rate']:.2f})"
@@ -429,9 +479,10 @@ def steer(
                 progress_fn=progress_fn,
                 checkpoint_fn=checkpoint_fn,
                 initial_state=initial_state,
-                should_stop=should_stop,
+                should_stop=_on_every_process(should_stop),
+                mesh=mesh,
             )
-            iteration = int(state.iteration)
+            iteration = int(np.asarray(jax.device_get(state.iteration)).reshape(-1)[0])
         if iteration < num_iterations:
             console.print(
                 f"[yellow]stopped at iteration {iteration} of {num_iterations}; checkpoint "
@@ -447,20 +498,98 @@ def steer(
         "task": run.task,
         "mode": run.steering.mode,
         "episodes": ppo.eval_episodes,
-        "success_rate": final["eval/success_rate"],
-        "return_mean": final["eval/return_mean"],
+        **_seed_summary(
+            final["eval/success_rate"],
+            final["eval/return_mean"],
+            [final.get(f"seed_{i}/eval/success_rate") for i in range(len(seeds))],
+            [final.get(f"seed_{i}/eval/return_mean") for i in range(len(seeds))],
+            seeds,
+        ),
         "env_steps": int(final["env_steps"]),
         "iteration": iteration,
         "deterministic": ppo.deterministic_eval,
         "run": str(out),
     }
-    write_json(out / EVAL_FILE, result)
-    plot_curves(sibling_runs(out), out / CURVES_FILE)
+    if primary:
+        write_json(out / EVAL_FILE, result)
+        plot_curves(sibling_runs(out), out / CURVES_FILE)
+    spread = (
+        f" +- {result['success_rate_std']:.3f} over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    )
     console.print(
-        f"[bold green]{run.steering.mode} success {result['success_rate']:.3f}[/] "
+        f"[bold green]{run.steering.mode} success {result['success_rate']:.3f}{spread}[/] "
         f"(return {result['return_mean']:.3f}, {result['env_steps']:,} env steps) -> {out}"
     )
     return result
+
+
+def _run_key(seeds: Sequence[int]):
+    """The run's key: ``jax.random.key(seed)`` for one seed, else ``[S]`` keys, each the key a
+    single-seed run with that seed uses (so seed i of a multi-seed run reproduces it)."""
+    import jax
+    import jax.numpy as jnp
+
+    if len(seeds) == 1:
+        return jax.random.key(seeds[0])
+    return jnp.stack([jax.random.key(s) for s in seeds])
+
+
+def _on_every_process(should_stop: Callable[[], bool]) -> Callable[[], bool]:
+    """In a multi-host run, stop every process when any of them was interrupted (one tiny
+    collective per iteration), else the others would wait for it at the next one."""
+    import jax
+
+    if jax.process_count() == 1:
+        return should_stop
+    from jax.experimental import multihost_utils
+
+    def any_process() -> bool:
+        flags = multihost_utils.process_allgather(np.int32(should_stop()))
+        return bool(np.max(flags))
+
+    return any_process
+
+
+def _prepare_folder_on_primary(args: SteerArgs, run: _Run, primary: bool) -> None:
+    """``_prepare_folder`` on process 0 only; in a multi-host run the others learn whether it
+    refused the folder (and then fail too, instead of waiting for it at the first collective)."""
+    import jax
+
+    error = None
+    if primary:
+        try:
+            _prepare_folder(args, run)
+        except (ValueError, FileNotFoundError) as e:
+            error = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if failed and error is None:
+            raise ValueError(f"process 0 refused the run folder {run.out}: see its output")
+    if error is not None:
+        raise error
+
+
+def _seed_summary(
+    success: float,
+    ret: float,
+    success_per_seed: Sequence[float | None],
+    return_per_seed: Sequence[float | None],
+    seeds: Sequence[int],
+) -> dict:
+    """``success_rate`` / ``return_mean`` (means over seeds), their per-seed values and the
+    success rate's standard deviation across seeds (population std; 0 for one seed)."""
+    if len(seeds) == 1:
+        success_per_seed, return_per_seed = [success], [ret]
+    return {
+        "success_rate": success,
+        "return_mean": ret,
+        "success_rate_std": float(np.std(success_per_seed)),
+        "success_rate_per_seed": [float(x) for x in success_per_seed],
+        "return_mean_per_seed": [float(x) for x in return_per_seed],
+        "seeds": list(seeds),
+    }
 
 
 def _warn(message: str) -> None:
@@ -468,9 +597,13 @@ def _warn(message: str) -> None:
     console.print(f"[yellow]{message}[/]", soft_wrap=True)
 
 
-def _final_eval(run: _Run, networks, state, key, iteration: int) -> dict:
-    """The evaluation ``train`` runs at iteration ``iteration`` (same key), for a finished run."""
+def _final_eval(run: _Run, networks, state, key, iteration: int, seeds: list[int]) -> dict:
+    """The evaluation ``train`` runs at iteration ``iteration`` (same key, per seed), for a
+    finished run."""
     import jax
+
+    def eval_key(k):
+        return jax.random.fold_in(jax.random.split(k)[1], iteration)
 
     metrics = _evaluate_state(
         run.env,
@@ -480,14 +613,15 @@ def _final_eval(run: _Run, networks, state, key, iteration: int) -> dict:
         state,
         run.ppo.eval_episodes,
         run.ppo.deterministic_eval,
-        jax.random.fold_in(jax.random.split(key)[1], iteration),
+        eval_key(key) if len(seeds) == 1 else jax.vmap(eval_key)(key),
+        seeds,
     )
     return {
         "task": run.task,
         "mode": run.steering.mode,
         "episodes": run.ppo.eval_episodes,
         **metrics,
-        "env_steps": int(state.env_steps),
+        "env_steps": int(np.asarray(jax.device_get(state.env_steps)).reshape(-1)[0]),
         "iteration": iteration,
         "deterministic": run.ppo.deterministic_eval,
         "run": str(run.out),
@@ -495,22 +629,27 @@ def _final_eval(run: _Run, networks, state, key, iteration: int) -> dict:
 
 
 def _evaluate_state(
-    env, episode_length, networks, base_params, state, episodes, deterministic, key
+    env, episode_length, networks, base_params, state, episodes, deterministic, key, seeds
 ) -> dict:
+    """Success of ``state`` (with a leading seed axis when ``len(seeds) > 1``; ``key`` is then
+    one key for all seeds or ``[S]`` keys, one each)."""
     import functools
 
     import jax
 
-    from rfs_jax.agents.ppo import make_policy
+    from rfs_jax.agents.ppo import make_policy, num_seeds
     from rfs_jax.evaluation import make_evaluator
 
     policy = functools.partial(make_policy(networks, base_params), deterministic=deterministic)
     run = make_evaluator(env, episode_length, policy, episodes)
+    if len(seeds) > 1:
+        run = jax.vmap(run, in_axes=(0, None if num_seeds(key) is None else 0))
     m = jax.device_get(run(state.policy_params, key))
-    return {
-        "success_rate": float(m["eval/success_rate"]),
-        "return_mean": float(m["eval/return_mean"]),
-    }
+    success = np.atleast_1d(m["eval/success_rate"]).astype(float)
+    ret = np.atleast_1d(m["eval/return_mean"]).astype(float)
+    return _seed_summary(
+        float(np.mean(success)), float(np.mean(ret)), list(success), list(ret), seeds
+    )
 
 
 # --------------------------------------------------------------------------- eval
@@ -545,6 +684,7 @@ def evaluate_run(
     from rfs_jax.agents.ppo import abstract_training_state, make_networks
     from rfs_jax.checkpoint import Checkpointer
     from rfs_jax.flow import make_sampler
+    from rfs_jax.sharding import make_mesh
 
     base_dir = Path(config["base"])
     if not (base_dir / "config.json").is_file():
@@ -558,8 +698,11 @@ def evaluate_run(
     networks = make_networks(
         env, sampler, steering, ppo, horizon=flow_cfg.horizon, exec_horizon=flow_cfg.exec_horizon
     )
-    key = jax.random.key(config["seed"])
-    abstract = abstract_training_state(env, env.config.episode_length, networks, ppo, key)
+    seeds = [config["seed"] + i for i in range(config.get("seeds", 1))]
+    # Onto one device here, whatever the devices (or hosts) the run was trained on.
+    abstract = abstract_training_state(
+        env, env.config.episode_length, networks, ppo, _run_key(seeds), mesh=make_mesh(1)
+    )
     with Checkpointer(run_dir / CHECKPOINT_DIR, log=_warn) as ckpt:
         if not ckpt.steps():
             raise FileNotFoundError(
@@ -577,14 +720,15 @@ def evaluate_run(
         state,
         episodes,
         deterministic,
-        jax.random.key(seed),
+        jax.random.key(seed),  # the same episodes for every seed of a multi-seed run
+        seeds,
     )
     return {
         "task": task,
         "mode": steering.mode,
         "episodes": episodes,
         **metrics,
-        "env_steps": int(state.env_steps),
+        "env_steps": int(np.asarray(state.env_steps).reshape(-1)[0]),
         "iteration": iteration,
         "deterministic": deterministic,
         "run": str(run_dir),

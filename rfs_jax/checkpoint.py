@@ -9,7 +9,9 @@ the saved shapes and dtypes against it: the code and the config decide them, not
 step that cannot be read (a truncated file, a half-copied folder) is reported by path and the
 previous one is used; the unreadable ones are moved aside to ``<dir>_unreadable/``, so the
 resumed run can save its own checkpoints at those steps. Nothing non-finite is ever saved.
-Never pickle.
+Never pickle. In a multi-host run (``rfs_jax.sharding``) every process calls ``save`` and
+``restore`` alike: orbax writes each process's shards of the env state and process 0 the rest,
+into a folder every host sees.
 """
 
 from __future__ import annotations
@@ -43,8 +45,23 @@ def non_finite_leaves(tree: Any) -> list[str]:
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
         if jax.numpy.issubdtype(getattr(leaf, "dtype", np.int32), np.inexact)
     ]
-    values = jax.device_get([leaf for _, leaf in floats])  # one transfer for the whole tree
+    # Arrays spread over several hosts (a multi-host run) cannot be fetched: reduce them on
+    # the devices first. The rest comes over in one transfer for the whole tree.
+    values = jax.device_get(
+        [
+            _all_finite(leaf)
+            if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
+            else leaf
+            for _, leaf in floats
+        ]
+    )
     return [name for (name, _), x in zip(floats, values, strict=True) if not np.isfinite(x).all()]
+
+
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    """``[]``: 0 where ``x`` is all finite, NaN where it is not (replicated on every host)."""
+    return jax.numpy.where(jax.numpy.isfinite(x).all(), 0.0, np.nan)
 
 
 class Checkpointer:
@@ -144,8 +161,8 @@ class Checkpointer:
                 )
                 failures.append((step, e))
                 continue
-            for bad_step, _ in failures:
-                self._move_aside(bad_step)
+            for bad_step, _ in failures if jax.process_index() == 0 else ():
+                self._move_aside(bad_step)  # one process moves; every host sees the folder
             if failures:
                 self._manager.reload()
                 self.log(f"resuming from checkpoint {self.path(step)}")

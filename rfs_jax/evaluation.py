@@ -12,8 +12,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from brax.envs.base import Env
+from jax.sharding import Mesh
 
 from envs.wrappers import batch_keys, wrap
+from rfs_jax import sharding
 from rfs_jax.acting import EpisodeStats, step_chunk
 from rfs_jax.types import Array, Metrics, Params, PRNGKey
 
@@ -22,17 +24,24 @@ ChunkPolicy = Callable[[Params, Array, PRNGKey], Array]
 
 
 def make_evaluator(
-    env: Env, episode_length: int, policy_fn: ChunkPolicy, num_episodes: int
+    env: Env,
+    episode_length: int,
+    policy_fn: ChunkPolicy,
+    num_episodes: int,
+    *,
+    mesh: Mesh | None = None,
 ) -> Callable[[Params, PRNGKey], Metrics]:
     """A jitted ``run(params, key) -> {"eval/success_rate", "eval/return_mean", ...}``.
 
     ``num_episodes`` envs run in parallel until each has finished its first episode; the
     episode of each env is counted once. Build it once and call it with new params: it compiles
-    once.
+    once. With a ``mesh`` (``rfs_jax.sharding``) the envs are split over its data axis when
+    ``num_episodes`` divides by its size (else every device runs them all: same numbers).
     """
     if num_episodes <= 0:
         raise ValueError(f"num_episodes must be positive, got {num_episodes}")
     batched = wrap(env, episode_length)
+    split_over = mesh if mesh is not None and num_episodes % mesh.size == 0 else None
 
     def run(params: Params, key: PRNGKey) -> Metrics:
         key_reset, key_policy = jax.random.split(key)
@@ -44,6 +53,7 @@ def make_evaluator(
 
         def body(carry, key_t):
             state, stats, finished, ret, success = carry
+            state = sharding.constrain_batch(state, split_over)
             chunk = policy_fn(params, state.obs, key_t)
             state, stats, out = step_chunk(batched, state, chunk, stats)
             first = out.done * (1.0 - finished)

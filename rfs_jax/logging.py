@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -125,12 +126,27 @@ def _label(run_dir: Path) -> str:
     return mode if mode == run_dir.name else f"{mode} ({run_dir.name})"
 
 
+_SEED_KEY = re.compile(r"^seed_(\d+)/(.+)$")
+
+
+def seed_columns(rows: list[dict[str, float]], key: str) -> dict[int, str]:
+    """``{seed index: column}`` of the per-seed copies (``seed_<i>/<key>``) of ``key`` that a
+    multi-seed run (``rfs steer --seeds N``) logs; empty for a single-seed run."""
+    found = {}
+    for k in {k for r in rows for k in r}:
+        m = _SEED_KEY.match(k)
+        if m and m.group(2) == key:
+            found[int(m.group(1))] = k
+    return dict(sorted(found.items()))
+
+
 def plot_curves(paths: Iterable[str | Path], out: str | Path) -> Path:
     """Success against env steps, one line per run (each labelled by its mode), into ``out``.
 
     ``paths`` are run folders (or their ``metrics.csv``). Left: training success (episodes that
     ended during the rollouts, ``env/success``); right: evaluation success
-    (``eval/success_rate``) where it was measured. Runs without metrics are skipped.
+    (``eval/success_rate``) where it was measured. A multi-seed run draws its mean as the line
+    and each seed as a thin line of the same colour. Runs without metrics are skipped.
     """
     # Figure + Agg canvas directly: no global pyplot backend switch, safe next to other plotting.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -149,14 +165,21 @@ def plot_curves(paths: Iterable[str | Path], out: str | Path) -> Path:
         label = _label(run_dir)
         for ax, key in ((ax_train, "env/success"), (ax_eval, "eval/success_rate")):
             points = np.array([(r["env_steps"], r[key]) for r in rows if key in r])
-            if len(points):
+            if not len(points):
+                continue
+            per_seed = seed_columns(rows, key)
+            (line,) = ax.plot(
+                points[:, 0],
+                points[:, 1],
+                marker="o" if len(points) < 30 else None,
+                ms=3,
+                lw=1.5,
+                label=f"{label} (mean of {len(per_seed)} seeds)" if per_seed else label,
+            )
+            for column in per_seed.values():
+                seed_points = np.array([(r["env_steps"], r[column]) for r in rows if column in r])
                 ax.plot(
-                    points[:, 0],
-                    points[:, 1],
-                    marker="o" if len(points) < 30 else None,
-                    ms=3,
-                    lw=1.5,
-                    label=label,
+                    seed_points[:, 0], seed_points[:, 1], color=line.get_color(), lw=0.8, alpha=0.35
                 )
     for ax, title in ((ax_train, "training episodes"), (ax_eval, "evaluation")):
         ax.set_title(title)
@@ -173,4 +196,4 @@ def plot_curves(paths: Iterable[str | Path], out: str | Path) -> Path:
     return out
 
 
-__all__ = ["METRICS_FILE", "MetricsLogger", "plot_curves", "read_metrics"]
+__all__ = ["METRICS_FILE", "MetricsLogger", "plot_curves", "read_metrics", "seed_columns"]

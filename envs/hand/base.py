@@ -217,9 +217,7 @@ class HandEnv(Env):
         g = self._obj[obj]["geom"]
         other = jnp.where(c.geom1 == g, c.geom2, c.geom1)
         touching = ((c.geom1 == g) | (c.geom2 == g)) & (c.dist < 1e-3)
-        flags = [
-            jnp.any(touching & jnp.isin(other, self._parts[p])) for p in (*C.FINGERS, "palm")
-        ]
+        flags = [jnp.any(touching & jnp.isin(other, self._parts[p])) for p in (*C.FINGERS, "palm")]
         return jnp.stack(flags).astype(jnp.float32)
 
     def tip_pos(self, data: mjx.Data) -> jax.Array:

@@ -80,6 +80,12 @@ def load_flow(directory: str | Path) -> tuple[FlowConfig, FlowParams, dict]:
     abstract = jax.eval_shape(
         lambda: _to_dict(init_flow_params(cfg, obs_size, action_size, jax.random.key(0)))
     )
+    # Onto this process's first device: orbax would otherwise use the saving process's device,
+    # which another host of a multi-host run (rfs_jax.sharding) does not have.
+    local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=local), abstract
+    )
     try:
         with ocp.StandardCheckpointer() as ckptr:
             restored = ckptr.restore(directory / PARAMS_DIR, abstract)

@@ -13,7 +13,9 @@ from rfs_jax.agents.ppo.train import (
     make_networks,
     make_optimizers,
     make_train_step,
+    num_seeds,
     train,
+    training_state_shardings,
 )
 
 __all__ = [
@@ -34,5 +36,7 @@ __all__ = [
     "make_policy",
     "make_ppo_networks",
     "make_train_step",
+    "num_seeds",
     "train",
+    "training_state_shardings",
 ]

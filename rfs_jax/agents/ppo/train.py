@@ -17,6 +17,13 @@ The frozen base params are an argument of the step, not part of ``TrainingState`
 optimiser state, and the sampler stops their gradient: they cannot move. The training state's
 buffers are donated to the step. ``train`` is the host loop around it: it only logs, evaluates
 and checkpoints between compiled iterations.
+
+Scale (``rfs_jax.sharding``): with a ``mesh`` the per-env leaves of the state (env state,
+episode statistics) and the SGD minibatches are split over the mesh's data axis and the rest is
+replicated; the step's code is unchanged, so 1 and N devices (or hosts) compute the same
+numbers. Several seeds train in one compiled program by passing ``[S]`` keys: ``jax.vmap`` over
+a leading seed axis of the whole state, init included (PureJaxRL), and seed ``i`` computes what
+a run with key ``i`` alone computes.
 """
 
 from __future__ import annotations
@@ -31,9 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from brax.envs.base import Env, State
+from jax.sharding import Mesh
 
 from envs.wrappers import batch_keys, wrap
-from rfs_jax import running_stats
+from rfs_jax import running_stats, sharding
 from rfs_jax.acting import EpisodeStats, step_chunk
 from rfs_jax.agents.ppo.config import PPOConfig
 from rfs_jax.agents.ppo.losses import Batch, compute_ppo_loss
@@ -88,14 +96,53 @@ def make_networks(
     return make_ppo_networks(steering, ppo_cfg.value_hidden, ppo_cfg.obs_clip)
 
 
+def num_seeds(key: PRNGKey) -> int | None:
+    """``S`` when ``key`` holds one key per seed (``[S]`` typed keys or ``[S, 2]`` raw ones),
+    ``None`` for a single key."""
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    single_ndim = 0 if typed else 1
+    if key.ndim == single_ndim:
+        return None
+    if key.ndim != single_ndim + 1:
+        raise ValueError(f"expected one key or a [S] batch of keys, got shape {key.shape}")
+    return key.shape[0]
+
+
+def training_state_shardings(state: TrainingState, mesh: Mesh) -> TrainingState:
+    """Shardings of ``state`` (arrays or ``jax.ShapeDtypeStruct``): the env batch axis of the
+    env state and episode statistics over the mesh's data axis (axis 1 under a leading seed
+    axis), everything else replicated."""
+    batch_axis = state.iteration.ndim  # 0, or 1 under a seed axis
+    split = sharding.batch_sharding(mesh, batch_axis)
+    shardings = jax.tree.map(lambda _: sharding.replicated(mesh), state)
+    return shardings.replace(
+        env_state=jax.tree.map(lambda _: split, state.env_state),
+        episode_stats=jax.tree.map(lambda _: split, state.episode_stats),
+    )
+
+
 def abstract_training_state(
-    env: Env, episode_length: int, networks: PPONetworks, cfg: PPOConfig, key: PRNGKey
+    env: Env,
+    episode_length: int,
+    networks: PPONetworks,
+    cfg: PPOConfig,
+    key: PRNGKey,
+    *,
+    mesh: Mesh | None = None,
 ) -> TrainingState:
     """Shapes and dtypes of ``train``'s state (``jax.ShapeDtypeStruct`` leaves, nothing is
     computed): the restore target of a checkpoint. ``env`` is single-instance; ``key`` only
-    gives the key type (``jax.random.key`` vs a raw ``PRNGKey``)."""
+    gives the key type (``jax.random.key`` vs a raw ``PRNGKey``) and, as ``[S]`` keys, the seed
+    axis. With a ``mesh`` the leaves carry ``train``'s shardings, so a restore lands sharded."""
     batched = wrap(env, episode_length)
-    return jax.eval_shape(lambda k: init_training_state(batched, networks, cfg, k), key)
+    abstract = jax.eval_shape(lambda k: init_training_state(batched, networks, cfg, k), key)
+    if mesh is None:
+        return abstract
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract,
+        training_state_shardings(abstract, mesh),
+    )
 
 
 def check_finite(record: dict[str, float], iteration: int) -> None:
@@ -133,16 +180,17 @@ def make_optimizers(cfg: PPOConfig) -> tuple[optax.GradientTransformation, ...]:
 
 
 def init_training_state(
-    env: Env, networks: PPONetworks, cfg: PPOConfig, key: PRNGKey
+    env: Env, networks: PPONetworks, cfg: PPOConfig, key: PRNGKey, *, mesh: Mesh | None = None
 ) -> TrainingState:
     """Fresh params, optimiser states, and ``cfg.num_envs`` reset envs.
 
     ``env`` is the batched env (``envs.wrappers.wrap``). The observation normaliser starts
-    from the reset observations, so the first rollout already sees sensible inputs.
+    from the reset observations, so the first rollout already sees sensible inputs. ``[S]``
+    keys give ``S`` states stacked on a leading seed axis; a ``mesh`` places the state with
+    ``training_state_shardings``.
     """
     policy_opt, value_opt = make_optimizers(cfg)
 
-    @jax.jit
     def init(key: PRNGKey) -> TrainingState:
         key, key_env, key_steering, key_value = jax.random.split(key, 4)
         steering_params = networks.steering.init(key_steering)
@@ -164,18 +212,26 @@ def init_training_state(
             env_steps=jnp.zeros((), jnp.int32),
         )
 
-    return init(key)
+    if num_seeds(key) is not None:
+        init = jax.vmap(init)
+    if mesh is None:
+        return jax.jit(init)(key)
+    sharding.check_divisible(mesh.size, num_envs=cfg.num_envs, minibatch_size=cfg.minibatch_size)
+    shardings = training_state_shardings(jax.eval_shape(init, key), mesh)
+    key = sharding.put(key, sharding.replicated(mesh))
+    return jax.jit(init, out_shardings=shardings)(key)
 
 
 def make_train_step(
-    env: Env, networks: PPONetworks, cfg: PPOConfig
+    env: Env, networks: PPONetworks, cfg: PPOConfig, *, mesh: Mesh | None = None
 ) -> Callable[[TrainingState, Params], tuple[TrainingState, Metrics]]:
     """``train_step(state, base_params) -> (state, metrics)``: one PPO iteration, pure.
 
     ``env`` is the batched env (``envs.wrappers.wrap``). Jit it with ``donate_argnums=0``
     (``train`` does). Metrics are device scalars: ``ppo/*`` averaged over all SGD steps,
     ``env/*`` over the episodes that ended during the rollout (``env/episodes`` of them),
-    ``reward/*`` per env step.
+    ``reward/*`` per env step. With a ``mesh``, jit it with ``training_state_shardings`` (``train``
+    does): the env batch and every minibatch are split over the mesh, nothing else changes.
     """
     steering = networks.steering
     policy_opt, value_opt = make_optimizers(cfg)
@@ -191,7 +247,8 @@ def make_train_step(
 
     def rollout(state: TrainingState, base_params: Params, key: PRNGKey):
         def decision(carry, key_t):
-            env_state, ep_stats = carry
+            # Keeps the whole rollout (env, head, ODE) split by env across the data axis.
+            env_state, ep_stats = sharding.constrain_batch(carry, mesh)
             obs = env_state.obs
             obs_n = networks.normalize(state.obs_stats, obs)
             sample = steering.sample(state.steering_params, base_params, obs, obs_n, key_t)
@@ -220,6 +277,9 @@ def make_train_step(
     def sgd_step(carry, minibatch: Batch, obs_stats: RunningStats):
         steering_params, value_params, policy_opt_state, value_opt_state = carry
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        # Collective: the loss is a mean over a minibatch split across the data axis, so its
+        # gradient is each device's partial sum plus an all-reduce (the data-parallel average,
+        # inserted by XLA); the advantage normalisation inside it is global the same way.
         (_, metrics), (g_steering, g_value) = grad_fn(
             (steering_params, value_params), obs_stats, minibatch
         )
@@ -259,6 +319,9 @@ def make_train_step(
             shuffled = jax.tree.map(
                 lambda x: x[perm].reshape((num_minibatches, minibatch_size) + x.shape[1:]), batch
             )
+            # Collective: a minibatch draws decisions from every device's envs (an all-to-all),
+            # then each device computes on its slice of every minibatch.
+            shuffled = sharding.constrain_batch(shuffled, mesh, batch_axis=1)
             step = functools.partial(sgd_step, obs_stats=state.obs_stats)
             return jax.lax.scan(step, carry, shuffled)
 
@@ -278,6 +341,8 @@ def make_train_step(
             value_params=value_params,
             policy_opt_state=policy_opt_state,
             value_opt_state=value_opt_state,
+            # Collective: the statistics are global (an all-reduce of the batch moments), so
+            # every device normalises with the same numbers and replicas cannot drift apart.
             obs_stats=running_stats.update(state.obs_stats, traj["obs"]),
             env_state=env_state,
             episode_stats=ep_stats,
@@ -327,6 +392,7 @@ def train(
     checkpoint_fn: Callable[[int, TrainingState], None] | None = None,
     initial_state: TrainingState | None = None,
     should_stop: Callable[[], bool] | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainingState, list[dict[str, float]]]:
     """Fine-tune a frozen flow policy with RFS (or DSRL / residual / base, per ``mode``).
 
@@ -336,7 +402,9 @@ def train(
       sampler: the frozen base ``sample(base_params, obs [B, O], a0 [B, H, A]) -> [B, H, A]``.
       base_params: its params (never updated).
       steering_cfg, ppo_cfg: configs.
-      key: PRNG key.
+      key: PRNG key; or ``[S]`` keys, one per seed: the ``S`` runs then share one compiled
+        program (``jax.vmap`` over a leading seed axis of the state), and run ``i`` computes
+        what ``train`` with ``key[i]`` alone computes.
       horizon, exec_horizon: H and H_exec of the base policy (``FlowConfig``).
       progress_fn: ``progress_fn(iteration, metrics)`` after each logged iteration (host
         floats, including ``eval/*`` when an evaluation ran).
@@ -349,6 +417,10 @@ def train(
         the interruption (evaluation keys depend only on ``key`` and the iteration).
       should_stop: polled after each iteration; when it returns True the loop saves a
         checkpoint through ``checkpoint_fn`` and returns early (a graceful interrupt).
+      mesh: shard the envs, the rollout and the minibatches over this mesh's data axis
+        (``rfs_jax.sharding.make_mesh``; every host's devices in a multi-host run, where every
+        process calls ``train`` alike). ``ppo_cfg.num_envs`` and ``minibatch_size`` must divide
+        by its size. None: no sharding annotations at all (one device).
 
     Raises:
       NonFiniteError: a logged metric is NaN or infinite (before that iteration's checkpoint
@@ -357,19 +429,41 @@ def train(
     Returns:
       ``(final state, history)``; history holds one dict of host floats per logged iteration
       with ``iteration``, ``env_steps``, ``ppo/*``, ``env/*``, ``reward/*``, ``perf/*`` and
-      ``eval/*`` (on evaluation iterations; the last entry always has them).
+      ``eval/*`` (on evaluation iterations; the last entry always has them). With ``S`` seeds
+      each metric is the mean over seeds, and ``seed_<i>/env/*``, ``seed_<i>/eval/*`` hold
+      seed ``i``'s own values.
     """
     batched = wrap(env, episode_length)
     networks = make_networks(
         env, sampler, steering_cfg, ppo_cfg, horizon=horizon, exec_horizon=exec_horizon
     )
     steering = networks.steering
-    key_init, key_eval = jax.random.split(key)
+    seeds = num_seeds(key)
+    if seeds is None:
+        key_init, key_eval = jax.random.split(key)
+    else:
+        pairs = jax.vmap(jax.random.split)(key)
+        key_init, key_eval = pairs[:, 0], pairs[:, 1]
     if initial_state is None:
-        state = init_training_state(batched, networks, ppo_cfg, key_init)
+        state = init_training_state(batched, networks, ppo_cfg, key_init, mesh=mesh)
     else:
         state = initial_state
-    train_step = jax.jit(make_train_step(batched, networks, ppo_cfg), donate_argnums=0)
+    step_fn = make_train_step(batched, networks, ppo_cfg, mesh=mesh)
+    if seeds is not None:
+        step_fn = jax.vmap(step_fn, in_axes=(0, None))
+    jit_kwargs = {}
+    if mesh is not None:
+        sharding.check_divisible(
+            mesh.size, num_envs=ppo_cfg.num_envs, minibatch_size=ppo_cfg.minibatch_size
+        )
+        shardings = training_state_shardings(state, mesh)
+        replicated = sharding.replicated(mesh)
+        state = sharding.put(state, shardings)  # no-op unless a restored state lies elsewhere
+        base_params = sharding.put(base_params, replicated)
+        key_eval = sharding.put(key_eval, replicated)
+        io = (shardings, replicated)
+        jit_kwargs = {"in_shardings": io, "out_shardings": io}
+    train_step = jax.jit(step_fn, donate_argnums=0, **jit_kwargs)
 
     def eval_policy(params, obs, key):
         obs_stats, steering_params, base = params
@@ -379,26 +473,33 @@ def train(
         )
         return sample.chunk
 
-    evaluator = make_evaluator(env, episode_length, eval_policy, ppo_cfg.eval_episodes)
+    evaluator = make_evaluator(env, episode_length, eval_policy, ppo_cfg.eval_episodes, mesh=mesh)
+    fold_in = jax.random.fold_in
+    if seeds is not None:
+        evaluator = jax.vmap(evaluator, in_axes=((0, 0, None), 0))
+        fold_in = jax.vmap(fold_in, in_axes=(0, None))
     num_iterations = ppo_cfg.num_iterations(exec_horizon)
     history: list[dict[str, float]] = []
-    start = int(state.iteration)
+    start = _host_int(state.iteration)
     t_start = time.perf_counter()
-    t_last, steps_last = t_start, int(state.env_steps)
+    t_last, steps_last = t_start, _host_int(state.env_steps)
     for it in range(start + 1, num_iterations + 1):
         state, metrics = train_step(state, base_params)
         last = it == num_iterations
         evaluate_now = last or (ppo_cfg.eval_interval and it % ppo_cfg.eval_interval == 0)
         if evaluate_now:
-            key_run = jax.random.fold_in(key_eval, it)
+            key_run = fold_in(key_eval, it)
             params = (state.obs_stats, state.steering_params, base_params)
             metrics = {**metrics, **evaluator(params, key_run)}
         if last or evaluate_now or it % ppo_cfg.log_interval == 0:
-            record = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            now, env_steps = time.perf_counter(), int(state.env_steps)
+            record = _host_record(jax.device_get(metrics), seeds)
+            now, env_steps = time.perf_counter(), _host_int(state.env_steps)
             record["iteration"] = float(it)
             record["env_steps"] = float(env_steps)
-            record["perf/env_steps_per_s"] = (env_steps - steps_last) / max(now - t_last, 1e-9)
+            # Throughput of the whole program: every seed's env steps.
+            record["perf/env_steps_per_s"] = (
+                (env_steps - steps_last) * (seeds or 1) / max(now - t_last, 1e-9)
+            )
             record["perf/wall_s"] = now - t_start
             t_last, steps_last = now, env_steps
             check_finite(record, it)
@@ -413,6 +514,25 @@ def train(
         if stop:
             break
     return state, history
+
+
+def _host_int(x: Array) -> int:
+    """A replicated counter (``[]``, or ``[S]`` equal ones under a seed axis) as a host int."""
+    return int(np.asarray(jax.device_get(x)).reshape(-1)[0])
+
+
+# Per-seed values are kept for these namespaces (the curves and success statistics); the
+# others (losses, gradient norms, reward terms) are logged as their mean over seeds.
+_PER_SEED = ("env/", "eval/")
+
+
+def _host_record(metrics: dict[str, np.ndarray], seeds: int | None) -> dict[str, float]:
+    record = {k: float(np.mean(v)) for k, v in metrics.items()}
+    if seeds is not None:
+        for k, v in metrics.items():
+            if k.startswith(_PER_SEED):
+                record.update({f"seed_{i}/{k}": float(v[i]) for i in range(seeds)})
+    return record
 
 
 def history_arrays(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
@@ -432,5 +552,7 @@ __all__ = [
     "make_optimizers",
     "make_policy",
     "make_train_step",
+    "num_seeds",
     "train",
+    "training_state_shardings",
 ]
