@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -109,7 +110,7 @@ class Checkpointer:
             )
         if step in self._manager.all_steps():
             self._manager.delete(step)
-        items = {_STATE: ocp.args.StandardSave(state)}
+        items = {_STATE: ocp.args.StandardSave(_sized_leaves(state))}
         if config is not None:
             items[_CONFIG] = ocp.args.JsonSave(config)
         self._manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -120,9 +121,11 @@ class Checkpointer:
         state's constructor). Raises ``ValueError`` when a saved leaf's shape or dtype differs
         from the target's (orbax itself would hand back the saved shape), and whatever orbax
         raises when the step is unreadable."""
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
+        saved = self._manager.restore(
+            step,
+            args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(_sized_leaves(abstract))}),
         )[_STATE]
+        restored = _with_empty_leaves(abstract, saved)
         if jax.tree.structure(restored) != jax.tree.structure(abstract):
             raise ValueError(f"{self.path(step)} holds a differently structured state")
         mismatched = [
@@ -195,6 +198,26 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _sized_leaves(tree: Any) -> dict[str, Any]:
+    """The leaves of ``tree`` that hold data, keyed by their position. Orbax refuses zero-size
+    arrays, and MJX's ``Data`` has several (no mocap bodies, no activations, ...)."""
+    return {
+        f"{i:05d}": leaf
+        for i, leaf in enumerate(jax.tree.leaves(tree))
+        if getattr(leaf, "size", 1) != 0
+    }
+
+
+def _with_empty_leaves(abstract: Any, saved: dict[str, Any]) -> Any:
+    """Rebuild the full state from the saved leaves and empty arrays shaped like ``abstract``."""
+    leaves, treedef = jax.tree.flatten(abstract)
+    out = []
+    for i, want in enumerate(leaves):
+        key = f"{i:05d}"
+        out.append(saved[key] if key in saved else jnp.zeros(want.shape, want.dtype))
+    return jax.tree.unflatten(treedef, out)
 
 
 def _first_line(e: Exception, limit: int = 300) -> str:
