@@ -7,8 +7,10 @@ PRESET  ?= cpu
 NUM     ?= 400
 RUNS    ?= runs
 ARGS    ?=
+# RL budget of `make run`: sized so that the whole pipeline fits in about 20 minutes on 2 CPU cores.
+RUN_STEPS ?= 200000
 
-.PHONY: install install-gpu test test-slow lint format run bench demos base steer steer-cluster eval clean
+.PHONY: install install-gpu test test-slow lint format run bench demos base steer steer-cluster clean
 
 .venv/.installed: pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -18,8 +20,9 @@ ARGS    ?=
 
 install: .venv/.installed
 
+# jax's CUDA plugin at the jax version already installed (nothing else changes).
 install-gpu: install
-	$(PIP) install -q -U "jax[cuda12]"
+	$(PIP) install -q "jax[cuda12]==$$($(PY) -c 'import jax; print(jax.__version__)')"
 
 test: install
 	$(PY) -m pytest -q -x
@@ -36,7 +39,7 @@ format: install
 	.venv/bin/ruff check --fix .
 
 run: install
-	$(RFS) pipeline --task $(TASK) --preset $(PRESET)
+	$(RFS) pipeline --task $(TASK) --preset $(PRESET) --total-env-steps $(RUN_STEPS) $(ARGS)
 
 bench: install
 	$(RFS) bench --task $(TASK) --num-envs 256 --json $(RUNS)/bench/$(TASK)_256.json
