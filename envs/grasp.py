@@ -30,7 +30,10 @@ class GraspRewardConfig:
     lift: float = 2.0
     """Height above rest, as a fraction of ``lift_height`` (clipped to [0, 1])."""
     success: float = 10.0
-    """Once, when the hold time is reached."""
+    """Once, when the hold time is reached. The episode then ends, so on top of this the
+    success step also pays the most the shaping terms could still have paid until the time
+    limit: ending an episode by succeeding never loses return against hovering just short of
+    success (which the per-step lift reward would otherwise teach)."""
     action: float = 0.01
     """Penalty on the squared action norm (per dimension)."""
 
@@ -110,6 +113,7 @@ class Grasp(HandEnv):
             "obj_friction": friction,
             "rest_z": rest_z,
             "hold": jnp.zeros((), jnp.int32),
+            "t": jnp.zeros((), jnp.int32),
         }
         metrics = {
             "success": jnp.zeros(()),
@@ -146,6 +150,12 @@ class Grasp(HandEnv):
             "action": -jnp.mean(a * a),
         }
         rewards = {k: v * getattr(cfg.reward, k) for k, v in terms.items()}
+        t = info["t"] + 1
+        r = cfg.reward
+        steps_left = jnp.maximum(cfg.episode_length - t, 0).astype(jnp.float32)
+        rewards["success"] = rewards["success"] + success * steps_left * (
+            r.reach + r.contact + r.lift
+        )
         reward = sum(rewards.values())
 
         # A simulation that blew up, or an object knocked off the workspace, ends the episode.
@@ -157,7 +167,7 @@ class Grasp(HandEnv):
             lambda new, old: jnp.where(finite, new, old), data, state.pipeline_state
         )
 
-        info = {**info, "wrist_target": target, "hold": hold}
+        info = {**info, "wrist_target": target, "hold": hold, "t": t}
         metrics = {
             "success": success.astype(jnp.float32),
             "height": height,
