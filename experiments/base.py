@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import envs
@@ -58,25 +59,32 @@ def env_for_demos(task: str, demos, overrides: tuple[str, ...] = ()):
     return env
 
 
-def base_policy_fn(cfg: FlowConfig, env, params):
-    """``policy(params, obs [B, O], key) -> chunk [B, H_exec, A]`` of the plain base policy."""
+def base_policy_fn(cfg: FlowConfig, env, params, deterministic: bool = False):
+    """``policy(params, obs [B, O], key) -> chunk [B, H_exec, A]`` of the plain base policy;
+    ``deterministic`` uses the latent's mean ``a0 = 0`` instead of ``a0 ~ N(0, I)``."""
     sample = make_sampler(cfg, env.observation_size, env.action_size)
 
     def policy(params, obs, key):
         a0 = jax.random.normal(key, (obs.shape[0], cfg.horizon, env.action_size))
+        if deterministic:
+            a0 = jnp.zeros_like(a0)
         return sample(params, obs, a0)[:, : cfg.exec_horizon]
 
     return policy
 
 
-def evaluate_base(task, env, cfg, params, episodes: int, seed: int) -> dict:
-    run = make_evaluator(env, env.config.episode_length, base_policy_fn(cfg, env, params), episodes)
+def evaluate_base(
+    task, env, cfg, params, episodes: int, seed: int, deterministic: bool = False
+) -> dict:
+    policy = base_policy_fn(cfg, env, params, deterministic)
+    run = make_evaluator(env, env.config.episode_length, policy, episodes)
     t0 = time.time()
     m = jax.device_get(run(params, jax.random.PRNGKey(seed)))
     return {
         "task": task,
         "mode": "base",
         "episodes": episodes,
+        "deterministic": deterministic,
         "success_rate": float(m["eval/success_rate"]),
         "return_mean": float(m["eval/return_mean"]),
         "eval_seconds": time.time() - t0,

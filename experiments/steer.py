@@ -126,7 +126,8 @@ class EvalArgs:
     episodes: int | None = None
     """Episodes, one per parallel env (default: the run's ppo.eval_episodes; 512 for a base)."""
     deterministic: bool | None = None
-    """Mean of the learned dims (default: the run's ppo.deterministic_eval)."""
+    """Mean of the learned dims (default: the run's ppo.deterministic_eval); for a base policy
+    folder, the latent mean a0 = 0 instead of a0 ~ N(0, I)."""
     seed: int = 0
     json: Path | None = None
     """Also write the result here as JSON."""
@@ -676,7 +677,9 @@ def evaluate_run(
 
     if "ppo" not in config:  # a base policy folder (rfs_jax.flow.save_flow)
         task, env, flow_cfg, params, _ = load_base(run_dir, overrides)
-        result = evaluate_base(task, env, flow_cfg, params, episodes or 512, seed)
+        result = evaluate_base(
+            task, env, flow_cfg, params, episodes or 512, seed, bool(deterministic)
+        )
         return {**result, "run": str(run_dir), "overrides": list(overrides)}
 
     import jax
