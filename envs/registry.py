@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -63,4 +62,3 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 __all__ = ["register", "tasks", "make", "make_config", "default_config", "config_from_dict"]
-_ = dataclasses

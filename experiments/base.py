@@ -4,7 +4,6 @@ demonstrations, then its success in the batched env with ``a0 ~ N(0, I)``."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -159,6 +158,3 @@ def load_base(directory: Path, overrides: tuple[str, ...] = ()):
         )
     env = make_task_env(task, meta["env_config"], overrides)
     return task, env, cfg, params, meta
-
-
-_ = json

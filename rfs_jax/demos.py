@@ -14,7 +14,6 @@ from typing import Any
 
 import h5py
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from envs.wrappers import batch_keys, wrap
@@ -232,6 +231,3 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 def episodes_arrays(demos: DemoSet) -> list[tuple[np.ndarray, np.ndarray]]:
     """(obs, actions) per episode, the input of ``rfs_jax.flow.chunks_from_episodes``."""
     return [(e.obs, e.actions) for e in demos.episodes]
-
-
-_ = jnp
