@@ -147,7 +147,6 @@ class GraspExpert:
         )
         data = state.pipeline_state
         pos, quat = env.object_pose(data, "object")
-        size = state.info["obj_size"]
         rest_z = state.info["rest_z"]
         style = carry["style"]
         off = carry["offset"]
@@ -168,7 +167,7 @@ class GraspExpert:
         lateral = jnp.array(self.LATERAL)[style]
         c, s = jnp.cos(want), jnp.sin(want)
         grasp_xy = pos[:2] + off[:2] - jnp.array([-s * lateral, c * lateral])
-        hover_z = rest_z + depth + 0.07 + size[2] * 0.0
+        hover_z = rest_z + depth + 0.07
         grasp_z = rest_z + depth + off[2]
         lift_z = rest_z + depth + cfg.lift
 
@@ -188,7 +187,7 @@ class GraspExpert:
         t = jnp.where(go, 0, t + 1)
 
         target_z = jnp.array([hover_z, grasp_z, grasp_z, lift_z])[phase]
-        target_xy = jnp.where(phase == 0, grasp_xy, jnp.where(phase <= 2, grasp_xy, q[:2]))
+        target_xy = jnp.where(phase <= 2, grasp_xy, q[:2])
         target = jnp.concatenate([target_xy, target_z[None], jnp.array([want, 0.0, 0.0])])
         err = target - q
         h = env.hand

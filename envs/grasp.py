@@ -173,7 +173,7 @@ class Grasp(HandEnv):
             "height": height,
             **{f"reward/{k}": v for k, v in rewards.items()},
         }
-        obs = self._obs(data, info)
+        obs = self._obs(data, info, touching=flags)
         return state.replace(
             pipeline_state=data,
             obs=obs,

@@ -207,7 +207,7 @@ def check_demos_match(demos: DemoSet, env, path: Any = "demos") -> None:
             f"{path} was collected with a different env config ({shown}). Collect demos for "
             "this config with `rfs demos`, or use the config the demos were made with."
         )
-    obs = int(jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs.shape[-1])
+    obs = env.observation_size
     if demos.obs_size != obs or demos.action_size != env.action_size:
         raise DemoMismatchError(
             f"{path} has obs/action sizes {demos.obs_size}/{demos.action_size}, the env "
