@@ -1,4 +1,4 @@
-"""Privileged scripted experts that make imperfect, multimodal demonstrations.
+"""The grasp expert.
 
 Like human teleoperation in the RFS paper, the grasp expert is imperfect on purpose: each
 episode it picks one of two grasp styles at random (a three-finger power grasp across one axis of
@@ -6,8 +6,6 @@ the object, or an index-middle-thumb pinch across the other, from higher up), an
 its targets, its timing and its actions. The resulting demonstrations are multimodal, which is
 what the flow base policy must keep and what RFS's latent steering later selects between.
 
-Experts are single-instance pure functions, ``act(carry, state, key) -> (carry, action)``,
-vmapped over the batch by the collector exactly like a jitted policy.
 """
 
 from __future__ import annotations
@@ -214,13 +212,3 @@ class GraspExpert:
 def _wrap(x, period):
     """Wrap ``x`` into [-period/2, period/2)."""
     return (x + period / 2) % period - period / 2
-
-
-EXPERTS = {"grasp": (GraspExpert, GraspExpertConfig)}
-
-
-def make_expert(task: str, env, **overrides):
-    if task not in EXPERTS:
-        raise ValueError(f"no scripted expert for task {task!r}; experts exist for {list(EXPERTS)}")
-    cls, cfg_cls = EXPERTS[task]
-    return cls(env, dataclasses.replace(cfg_cls(), **overrides))
