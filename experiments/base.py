@@ -34,10 +34,11 @@ class BaseArgs:
     evaluate it in the batched env (a0 ~ N(0, I))."""
 
     task: str = "grasp"
-    demos: Path = Path("runs/grasp/demos.hdf5")
-    """Demonstrations from `rfs demos`."""
-    out: Path = Path("runs/grasp/base")
-    """Output folder: orbax checkpoint, config.json, loss.png, eval.json."""
+    demos: Path | None = None
+    """Demonstrations from `rfs demos` (default: runs/<task>/demos.hdf5)."""
+    out: Path | None = None
+    """Output folder: orbax checkpoint, config.json, loss.png, eval.json (default:
+    runs/<task>/base)."""
     flow: FlowConfig = FlowConfig()
     """Flow policy and training settings."""
     max_demos: int | None = None
@@ -91,6 +92,11 @@ def evaluate_base(
 
 
 def base(args: BaseArgs) -> dict:
+    args = dataclasses.replace(
+        args,
+        demos=args.demos or Path("runs") / args.task / "demos.hdf5",
+        out=args.out or Path("runs") / args.task / "base",
+    )
     demos = load_demos(args.demos, task=args.task)
     env = env_for_demos(args.task, demos, args.override)
     if args.max_demos is not None:

@@ -24,8 +24,8 @@ class DemosArgs:
     """Task name (see `rfs bench --help` for the list)."""
     num: int = 400
     """Number of demonstrations to keep."""
-    out: Path = Path("runs/grasp/demos.hdf5")
-    """Output HDF5 file."""
+    out: Path | None = None
+    """Output HDF5 file (default: runs/<task>/demos.hdf5)."""
     num_envs: int = 64
     """Envs collected in parallel."""
     keep_failures: bool = False
@@ -44,6 +44,7 @@ def demos(args: DemosArgs) -> dict:
 
     env = envs.make(args.task, **parse_overrides(args.override))
     expert = make_expert(args.task, env)
+    out = args.out or Path("runs") / args.task / "demos.hdf5"
     console.print(f"collecting {args.num} {args.task} demos with {args.num_envs} envs ...")
     result = collect_demos(
         args.task,
@@ -54,11 +55,11 @@ def demos(args: DemosArgs) -> dict:
         num_envs=args.num_envs,
         keep_failures=args.keep_failures,
     )
-    save_demos(args.out, result)
+    save_demos(out, result)
     steps = sum(len(e.actions) for e in result.episodes)
     console.print(
         f"[bold green]expert success {result.expert_success:.3f}[/] "
-        f"({len(result.episodes)} demos, {steps} steps) -> {args.out}"
+        f"({len(result.episodes)} demos, {steps} steps) -> {out}"
     )
     return {"expert_success": result.expert_success, "demos": len(result.episodes)}
 
