@@ -66,14 +66,19 @@ def demos(args: DemosArgs) -> dict:
 
 @dataclasses.dataclass
 class BenchArgs:
-    """Measure throughput: env-only control steps/s (and, without --env-only, the full RFS
-    training iteration) at one batch size; prints a table and writes JSON."""
+    """Measure throughput at one task and batch: env-only control steps/s, env + base sampler,
+    the full RFS-PPO training iteration and brax's own PPO trainer on the same env; prints a
+    table and writes JSON."""
 
     task: str = "grasp"
     num_envs: int = 1024
     """Batch of parallel envs."""
     env_only: bool = False
     """Only the env (no policy, no training)."""
+    brax: bool = True
+    """Also run brax's PPO (brax.training.agents.ppo.train) on the same env and batch."""
+    brax_iterations: int = 3
+    """Training iterations of brax's PPO (the first compiles, the best other one is timed)."""
     steps: int = 20
     """Control steps per timed call."""
     json: Path | None = None
@@ -86,20 +91,28 @@ def bench(args: BenchArgs) -> dict:
     from rich.table import Table
 
     import envs
-    from rfs_jax.bench import bench_env, bench_train
+    from rfs_jax.bench import run_benchmarks, summary_rows
 
     env = envs.make(args.task, **parse_overrides(args.override))
-    result = {"task": args.task, **bench_env(env, args.num_envs, steps=args.steps)}
-    rows = ["env_steps_per_s", "physics_steps_per_s", "compile_s"]
-    if not args.env_only:
-        result.update(bench_train(env, args.num_envs))
-        result["train_vs_env"] = result["train_env_steps_per_s"] / result["env_steps_per_s"]
-        rows += ["train_env_steps_per_s", "train_vs_env", "train_compile_s"]
-    table = Table(title=f"{args.task} @ {args.num_envs} envs on {result['device']}")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for k in rows:
-        table.add_row(k, f"{result[k]:,.2f}" if k == "train_vs_env" else f"{result[k]:,.1f}")
+    result = run_benchmarks(
+        env,
+        args.num_envs,
+        steps=args.steps,
+        env_only=args.env_only,
+        brax=args.brax,
+        brax_iterations=args.brax_iterations,
+    )
+    result = {"task": args.task, **result}
+    caption = f"physics steps/s (env only): {result['physics_steps_per_s']:,.0f}"
+    if "ratio_train_vs_brax" in result:
+        caption += f"; RFS-PPO / brax PPO env steps/s: {result['ratio_train_vs_brax']:.2f}"
+    table = Table(
+        title=f"{args.task} @ {args.num_envs} envs on {result['device']}", caption=caption
+    )
+    for column in ("measure", "env steps/s", "vs env-only", "compile s"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for label, sps, ratio, compile_s in summary_rows(result):
+        table.add_row(label, f"{sps:,.1f}", f"{ratio:.2f}", f"{compile_s:,.1f}")
     console.print(table)
     if args.json:
         write_json(args.json, result)
