@@ -9,8 +9,18 @@ with contextlib.redirect_stdout(io.StringIO()):
     from mujoco import mjx  # noqa: F401
 
 from envs.grasp import Grasp, GraspConfig
+from envs.pack import Pack, PackConfig
+from envs.pick_place import PickPlace, PickPlaceConfig
+from envs.pour import Pour, PourConfig
+from envs.push_to_grasp import PushToGrasp, PushToGraspConfig
 from envs.registry import config_from_dict, default_config, make, make_config, register, tasks
+from envs.stack import Stack, StackConfig
 
 register("grasp", Grasp, GraspConfig())
+register("pick_place", PickPlace, PickPlaceConfig())
+register("stack", Stack, StackConfig())
+register("push_to_grasp", PushToGrasp, PushToGraspConfig())
+register("pack", Pack, PackConfig())
+register("pour", Pour, PourConfig())
 
 __all__ = ["make", "make_config", "default_config", "config_from_dict", "register", "tasks"]

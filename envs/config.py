@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from envs.hand import constants as C
 
 # Default MuJoCo geom sizes per shape: (half-x, half-y, half-z) for boxes and ellipsoids,
@@ -60,6 +63,47 @@ def rest_height(shape: str, size):
     if shape == "cylinder":
         return size[1]
     return size[0]  # sphere, and capsules lying on their side
+
+
+def sample_object(key: jax.Array, cfg: ObjectConfig, xy: jax.Array | None = None) -> dict:
+    """One episode's object: geom size, mass, friction, yaw and resting pose on the table.
+
+    ``xy`` places it (e.g. relative to another object); by default it is uniform within
+    ``cfg.xy_range`` of the workspace centre."""
+    k_size, k_mass, k_fric, k_xy, k_yaw = jax.random.split(key, 5)
+    lo, hi = cfg.sizes
+    size = jax.random.uniform(k_size, (3,), minval=jnp.array(lo), maxval=jnp.array(hi))
+    mass = jax.random.uniform(k_mass, (), minval=cfg.mass_range[0], maxval=cfg.mass_range[1])
+    friction = jax.random.uniform(
+        k_fric, (), minval=cfg.friction_range[0], maxval=cfg.friction_range[1]
+    )
+    if xy is None:
+        xy = jax.random.uniform(k_xy, (2,), minval=-1.0, maxval=1.0) * jnp.array(cfg.xy_range)
+    yaw = jax.random.uniform(k_yaw, (), minval=-1.0, maxval=1.0) * cfg.yaw_range
+    rest_z = rest_height(cfg.shape, size)
+    return {
+        "size": size,
+        "mass": mass,
+        "friction": friction,
+        "rest_z": rest_z,
+        "pos": jnp.array([xy[0], xy[1], rest_z + 1e-3]),
+        "quat": jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)]),
+    }
+
+
+def sample_away(
+    key: jax.Array, origin: jax.Array, distance: tuple[float, float], bound: float
+) -> jax.Array:
+    """An xy point at a uniform direction and a distance in ``distance`` from ``origin``, kept
+    inside the square of half-side ``bound`` (a point that would leave it is mirrored back, so
+    the distance only shrinks where the square is too small for it)."""
+    k_dir, k_dist = jax.random.split(key)
+    angle = jax.random.uniform(k_dir, (), minval=-jnp.pi, maxval=jnp.pi)
+    r = jax.random.uniform(k_dist, (), minval=distance[0], maxval=distance[1])
+    xy = origin + r * jnp.array([jnp.cos(angle), jnp.sin(angle)])
+    # Mirror about the nearer edge, then clip what is still outside.
+    xy = jnp.where(jnp.abs(xy) > bound, origin - (xy - origin), xy)
+    return jnp.clip(xy, -bound, bound)
 
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from brax.envs.base import State
 from mujoco import mjx
 
-from envs.config import ObjectConfig, rest_height
-from envs.hand.base import ACTION_SIZE, HandConfig, HandEnv
+from envs.config import ObjectConfig, sample_object
+from envs.hand.base import HandConfig, HandEnv
 from envs.hand.mjcf import ObjectSpec
 
 
@@ -68,43 +68,15 @@ class Grasp(HandEnv):
         self.config = config
         spec = ObjectSpec("object", config.object.shape, config.object.sizes[1])
         super().__init__(config.hand, (spec,))
-        lo, hi = config.object.sizes
-        self._size_lo, self._size_hi = jnp.array(lo), jnp.array(hi)
 
     def reset(self, rng: jax.Array) -> State:
-        cfg, ocfg = self.config, self.config.object
-        k_size, k_mass, k_fric, k_xy, k_yaw, k_wrist = jax.random.split(rng, 6)
-        size = jax.random.uniform(k_size, (3,), minval=self._size_lo, maxval=self._size_hi)
-        mass = jax.random.uniform(k_mass, (), minval=ocfg.mass_range[0], maxval=ocfg.mass_range[1])
-        friction = jax.random.uniform(
-            k_fric, (), minval=ocfg.friction_range[0], maxval=ocfg.friction_range[1]
-        )
-        xy = jax.random.uniform(k_xy, (2,), minval=-1.0, maxval=1.0) * jnp.array(ocfg.xy_range)
-        yaw = jax.random.uniform(k_yaw, (), minval=-1.0, maxval=1.0) * ocfg.yaw_range
-        rest_z = rest_height(ocfg.shape, size)
-        obj_pos = jnp.array([xy[0], xy[1], rest_z + 1e-3])
-        obj_quat = jnp.array([jnp.cos(yaw / 2), 0.0, 0.0, jnp.sin(yaw / 2)])
-        wrist = (
-            jnp.zeros(6)
-            .at[:3]
-            .set(
-                jnp.array(cfg.wrist_home)
-                + jax.random.uniform(k_wrist, (3,), minval=-1.0, maxval=1.0) * cfg.wrist_home_noise
-            )
-        )
-
-        adr = self._obj["object"]["qadr"]
-        qpos = jnp.array(self.mj_model.qpos0)
-        qpos = qpos.at[self._wrist_qadr].set(wrist).at[self._finger_qadr].set(0.0)
-        qpos = qpos.at[adr : adr + 3].set(obj_pos).at[adr + 3 : adr + 7].set(obj_quat)
+        cfg = self.config
+        k_obj, k_wrist = jax.random.split(rng)
+        obj = sample_object(k_obj, cfg.object)
+        size, mass, friction, rest_z = obj["size"], obj["mass"], obj["friction"], obj["rest_z"]
+        wrist = self.sample_wrist(k_wrist, cfg.wrist_home, cfg.wrist_home_noise)
         model = self.model_with_object("object", size, mass, friction)
-        data = mjx.make_data(model).replace(
-            qpos=qpos, ctrl=jnp.zeros(ACTION_SIZE).at[:6].set(wrist)
-        )
-        # Kinematics only: the next ``mjx.step`` recomputes everything else from qpos and qvel,
-        # and the batching wrapper runs this reset at every control step (a full ``forward``
-        # there, collisions and constraint solve included, cost about a sixth of the step).
-        data = mjx.kinematics(model, data)
+        data = self.initial_data(model, wrist, {"object": (obj["pos"], obj["quat"])})
 
         info = {
             "wrist_target": wrist,
@@ -158,14 +130,8 @@ class Grasp(HandEnv):
         )
         reward = sum(rewards.values())
 
-        # A simulation that blew up, or an object knocked off the workspace, ends the episode.
-        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
-        out = (jnp.abs(pos[0]) > 0.4) | (jnp.abs(pos[1]) > 0.4) | (pos[2] < -0.05)
-        done = success | out | ~finite
-        reward = jnp.where(finite, reward, 0.0)
-        data = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old), data, state.pipeline_state
-        )
+        data, reward, ended = self.guard(data, state.pipeline_state, reward)
+        done = success | ended
 
         info = {**info, "wrist_target": target, "hold": hold, "t": t}
         metrics = {

@@ -10,9 +10,17 @@ from __future__ import annotations
 import dataclasses
 
 from envs.experts.grasp import GraspExpert, GraspExpertConfig
+from envs.experts.place import PlaceExpert, PlaceExpertConfig
+from envs.experts.push_to_grasp import PushToGraspExpert, PushToGraspExpertConfig
 
+# Task -> (expert class, its default config); the placing tasks share one expert.
 EXPERTS = {
-    "grasp": (GraspExpert, GraspExpertConfig),
+    "grasp": (GraspExpert, GraspExpertConfig()),
+    "pick_place": (PlaceExpert, PlaceExpertConfig()),
+    "stack": (PlaceExpert, PlaceExpertConfig()),
+    "push_to_grasp": (PushToGraspExpert, PushToGraspExpertConfig()),
+    # The box's rim is 6 cm high: carry the object's bottom 3 or 7 cm above it.
+    "pack": (PlaceExpert, PlaceExpertConfig(carry_heights=(0.09, 0.13))),
 }
 
 
@@ -20,8 +28,8 @@ def make_expert(task: str, env, **overrides):
     """The scripted expert of ``task`` for ``env``; ``overrides`` are fields of its config."""
     if task not in EXPERTS:
         raise ValueError(f"no scripted expert for task {task!r}; experts exist for {list(EXPERTS)}")
-    cls, cfg_cls = EXPERTS[task]
-    return cls(env, dataclasses.replace(cfg_cls(), **overrides))
+    cls, config = EXPERTS[task]
+    return cls(env, dataclasses.replace(config, **overrides))
 
 
 __all__ = ["EXPERTS", "make_expert"]

@@ -136,18 +136,26 @@ class GraspExpert:
             "phase_t": jnp.zeros((), jnp.int32),
         }
 
-    def act(self, carry: dict, state: State, key: jax.Array) -> tuple[dict, jax.Array]:
-        env, cfg = self.env, self.config
-        carry = jax.tree.map(
+    # ---- pieces every expert built on this one uses (the place expert adds phases) -----------
+    def begin(self, carry: dict, state: State) -> dict:
+        """The carry with a new plan at an episode's first step."""
+        return jax.tree.map(
             lambda new, old: jnp.where(state.info["steps"] == 0, new, old),
             self._new_plan(carry),
             carry,
         )
+
+    def grasp_plan(self, carry: dict, state: State) -> dict:
+        """Where this episode's grasp goes, and whether each grasp phase is over.
+
+        Returns the wrist pose ``q`` [6], the grasp yaw ``want``, the wrist position ``xy`` [2]
+        and heights ``hover_z`` and ``grasp_z`` of the grasp, and ``go`` [3]: approach, descend
+        and close done (to be indexed by the phase)."""
+        env, cfg = self.env, self.config
         data = state.pipeline_state
         pos, quat = env.object_pose(data, "object")
         rest_z = state.info["rest_z"]
-        style = carry["style"]
-        off = carry["offset"]
+        style, off, t = carry["style"], carry["offset"], carry["phase_t"]
 
         # Grasp yaw: across the object's x axis (power) or y axis (pinch); the hand grasp is
         # symmetric under a half turn, so take the equivalent closest to the current yaw.
@@ -158,44 +166,55 @@ class GraspExpert:
         want = obj_yaw + style * (math.pi / 2) + off[3]
         want = q[3] + _wrap(want - q[3], math.pi)
         # Round shapes have no preferred axis: keep the current yaw.
-        round_shape = env.config.object.shape in ("sphere", "cylinder")
-        if round_shape:
+        if env.config.object.shape in ("sphere", "cylinder"):
             want = q[3] + off[3]
         depth = jnp.array(self.DEPTH)[style]
         lateral = jnp.array(self.LATERAL)[style]
         c, s = jnp.cos(want), jnp.sin(want)
-        grasp_xy = pos[:2] + off[:2] - jnp.array([-s * lateral, c * lateral])
-        hover_z = rest_z + depth + 0.07
+        xy = pos[:2] + off[:2] - jnp.array([-s * lateral, c * lateral])
         grasp_z = rest_z + depth + off[2]
-        lift_z = rest_z + depth + cfg.lift
-
-        phase, t = carry["phase"], carry["phase_t"]
-        xy_err = jnp.linalg.norm(grasp_xy - q[:2])
-        yaw_err = jnp.abs(want - q[3])
-        # 0 approach -> 1 descend -> 2 close -> 3 lift
         go = jnp.array(
             [
-                ((xy_err < 0.01) & (yaw_err < 0.06)) | (t > 25),
+                ((jnp.linalg.norm(xy - q[:2]) < 0.01) & (jnp.abs(want - q[3]) < 0.06)) | (t > 25),
                 (jnp.abs(grasp_z - q[2]) < 0.006) | (t > 12),
                 t >= carry["close_steps"] + 2,
-                False,
             ]
-        )[phase]
-        phase = jnp.where(go, phase + 1, phase)
-        t = jnp.where(go, 0, t + 1)
-
-        target_z = jnp.array([hover_z, grasp_z, grasp_z, lift_z])[phase]
-        target_xy = jnp.where(phase <= 2, grasp_xy, q[:2])
-        target = jnp.concatenate([target_xy, target_z[None], jnp.array([want, 0.0, 0.0])])
-        err = target - q
-        h = env.hand
-        wrist = jnp.concatenate([err[:3] / h.pos_delta, err[3:] / h.rot_delta])
-        wrist = jnp.clip(wrist, -1, 1) * jnp.where(phase == 3, cfg.lift_speed, 1.0)
-        alpha = jnp.where(
-            phase >= 2,
-            jnp.clip((t + 1 + 10 * (phase == 3)) / carry["close_steps"], 0.0, 1.0),
-            0.0,
         )
+        return {
+            "q": q,
+            "want": want,
+            "xy": xy,
+            "hover_z": rest_z + depth + 0.07,
+            "grasp_z": grasp_z,
+            "lift_z": rest_z + depth + cfg.lift,
+            "go": go,
+        }
+
+    @staticmethod
+    def advance(carry: dict, go: jax.Array) -> dict:
+        """Next phase where the current one is done (``go[phase]``), with its step counter."""
+        phase, t = carry["phase"], carry["phase_t"]
+        done = go[phase]
+        return {
+            **carry,
+            "phase": jnp.where(done, phase + 1, phase),
+            "phase_t": jnp.where(done, 0, t + 1),
+        }
+
+    def closing(self, carry: dict) -> jax.Array:
+        """How far the hand has closed, 0 (open) to 1 (shut), ``phase_t`` steps into closing."""
+        return jnp.clip((carry["phase_t"] + 1) / carry["close_steps"], 0.0, 1.0)
+
+    def command(
+        self, carry: dict, q: jax.Array, target: jax.Array, speed, alpha, key: jax.Array
+    ) -> jax.Array:
+        """The noisy action moving the wrist from ``q`` towards ``target`` [6] at ``speed`` (a
+        fraction of the largest step) with the hand ``alpha`` of the way from open to shut."""
+        cfg, h = self.config, self.env.hand
+        err = target - q
+        wrist = jnp.concatenate([err[:3] / h.pos_delta, err[3:] / h.rot_delta])
+        wrist = jnp.clip(wrist, -1, 1) * speed
+        style = carry["style"]
         fingers = self._open[style] + alpha * (self._shut[style] - self._open[style])
         k_w, k_f = jax.random.split(key)
         action = jnp.concatenate(
@@ -205,8 +224,21 @@ class GraspExpert:
                 + cfg.finger_action_noise * jax.random.normal(k_f, (16,)),
             ]
         )
-        carry = {**carry, "phase": phase, "phase_t": t}
-        return carry, jnp.clip(action, -1.0, 1.0)
+        return jnp.clip(action, -1.0, 1.0)
+
+    # ---- the grasp itself ----------------------------------------------------------------------
+    def act(self, carry: dict, state: State, key: jax.Array) -> tuple[dict, jax.Array]:
+        """Phases: 0 approach, 1 descend, 2 close, 3 lift."""
+        carry = self.begin(carry, state)
+        g = self.grasp_plan(carry, state)
+        carry = self.advance(carry, jnp.append(g["go"], False))
+        phase, q = carry["phase"], g["q"]
+        z = jnp.array([g["hover_z"], g["grasp_z"], g["grasp_z"], g["lift_z"]])[phase]
+        xy = jnp.where(phase <= 2, g["xy"], q[:2])
+        target = jnp.concatenate([xy, z[None], jnp.array([g["want"], 0.0, 0.0])])
+        alpha = jnp.array([0.0, 0.0, self.closing(carry), 1.0])[phase]
+        speed = jnp.where(phase == 3, self.config.lift_speed, 1.0)
+        return carry, self.command(carry, q, target, speed, alpha, key)
 
 
 def _wrap(x, period):

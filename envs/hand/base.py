@@ -245,17 +245,69 @@ class HandEnv(Env):
             ]
         )
 
+    # ---- episode start and end -----------------------------------------------------------------
+    def initial_data(
+        self,
+        model: mjx.Model,
+        wrist: jax.Array,
+        poses: dict[str, tuple[jax.Array, jax.Array]],
+        mocap_pos: jax.Array | None = None,
+    ) -> mjx.Data:
+        """Data with the wrist (and its setpoint) at ``wrist`` [6], open fingers at rest and each
+        named object at its ``(pos, quat)``.
+
+        Kinematics only: the next ``mjx.step`` recomputes everything else from qpos and qvel,
+        and the batching wrapper runs reset at every control step (a full ``forward`` there,
+        collisions and constraint solve included, cost about a sixth of the step)."""
+        qpos = jnp.array(self.mj_model.qpos0)
+        qpos = qpos.at[self._wrist_qadr].set(wrist).at[self._finger_qadr].set(0.0)
+        for name, (pos, quat) in poses.items():
+            adr = self._obj[name]["qadr"]
+            qpos = qpos.at[adr : adr + 3].set(pos).at[adr + 3 : adr + 7].set(quat)
+        data = mjx.make_data(model).replace(
+            qpos=qpos, ctrl=jnp.zeros(ACTION_SIZE).at[:6].set(wrist)
+        )
+        if mocap_pos is not None:
+            data = data.replace(mocap_pos=mocap_pos)
+        return mjx.kinematics(model, data)
+
+    def sample_wrist(self, key: jax.Array, home, noise: float) -> jax.Array:
+        """Initial wrist pose [6]: ``home`` position plus uniform noise, no rotation."""
+        offset = jax.random.uniform(key, (3,), minval=-1.0, maxval=1.0) * noise
+        return jnp.zeros(6).at[:3].set(jnp.array(home) + offset)
+
+    def guard(
+        self, data: mjx.Data, previous: mjx.Data, reward: jax.Array
+    ) -> tuple[mjx.Data, jax.Array, jax.Array]:
+        """Episode end on a simulation that blew up or an object knocked off the workspace.
+
+        Returns the data (the previous step's where the new one is not finite), the reward
+        (zero there) and whether the episode must end."""
+        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel))
+        out = jnp.array(False)
+        for name in self._obj:
+            pos, _ = self.object_pose(data, name)
+            out |= (jnp.abs(pos[0]) > 0.4) | (jnp.abs(pos[1]) > 0.4) | (pos[2] < -0.05)
+        data = jax.tree.map(lambda new, old: jnp.where(finite, new, old), data, previous)
+        return data, jnp.where(finite, reward, 0.0), out | ~finite
+
     # ---- per-episode object randomisation ------------------------------------------------------
     def model_with_object(
-        self, obj: str, size: jax.Array, mass: jax.Array, friction: jax.Array
+        self,
+        obj: str,
+        size: jax.Array,
+        mass: jax.Array,
+        friction: jax.Array,
+        model: mjx.Model | None = None,
     ) -> mjx.Model:
-        """The MJX model with one object's geom size, mass, inertia and contact friction set.
+        """The MJX model (``model``, by default the env's) with one object's geom size, mass,
+        inertia and contact friction set.
 
         Called inside ``step`` with per-env values from ``state.info``; under ``vmap`` only these
         few fields become batched."""
         o = self._obj[obj]
         shape = next(s.shape for s in self.objects if s.name == obj)
-        m = self.mjx_model
+        m = self.mjx_model if model is None else model
         inertia = _inertia(shape, size, mass)
         pf = m.pair_friction.at[o["pairs"], 0].set(friction).at[o["pairs"], 1].set(friction)
         return m.replace(

@@ -23,6 +23,10 @@ class ObjectSpec:
     size: tuple[float, float, float] = (0.025, 0.025, 0.025)
     mass: float = 0.1
     rgba: str = "0.85 0.35 0.2 1"
+    hand_contacts: str = "hand"
+    """Which hand geoms it collides with: the whole contact set ("hand"), only the four
+    fingertip pads ("tips"; an object that is never grasped, at a fraction of the cost) or
+    none ("none")."""
 
 
 def _fmt(v) -> str:
@@ -122,18 +126,29 @@ def _object_xml(obj: ObjectSpec) -> str:
 def build_mjcf(cfg, objects: tuple[ObjectSpec, ...], extra_world: str = "", extra_pairs=()) -> str:
     """The whole scene. ``extra_world`` adds static task geometry (targets, boxes, bowls);
     ``extra_pairs`` adds ``(geom1, geom2)`` collision pairs beyond the hand/object/table set."""
+    pads = cfg.contact_set == "pads"
+    hand_geoms = ["palm"]
+    for f in C.FINGERS:
+        hand_geoms += (
+            [f"{f}_med", f"{f}_dist"]
+            if pads
+            else [f"{f}_prox", f"{f}_med", f"{f}_dist", f"{f}_tip"]
+        )
+    contact_geoms = {
+        "hand": hand_geoms,
+        "tips": [f"{f}_dist" if pads else f"{f}_tip" for f in C.FINGERS],
+        "none": [],
+    }
     for o in objects:
         if o.shape not in C.OBJECT_SHAPES:
             raise ValueError(f"unknown object shape {o.shape!r}; valid: {C.OBJECT_SHAPES}")
-    hand_geoms = ["palm"]
-    for f in C.FINGERS:
-        if cfg.contact_set == "pads":
-            hand_geoms += [f"{f}_med", f"{f}_dist"]
-        else:
-            hand_geoms += [f"{f}_prox", f"{f}_med", f"{f}_dist", f"{f}_tip"]
+        if o.hand_contacts not in contact_geoms:
+            raise ValueError(
+                f"hand_contacts must be one of {list(contact_geoms)}, got {o.hand_contacts!r}"
+            )
     pairs = []
     for o in objects:
-        pairs += [(o.name, g) for g in hand_geoms]
+        pairs += [(o.name, g) for g in contact_geoms[o.hand_contacts]]
         pairs.append((o.name, "table"))
     for i, a in enumerate(objects):
         for b in objects[i + 1 :]:

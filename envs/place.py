@@ -1,0 +1,214 @@
+"""Placing: carry a grasped object to a goal, let go of it, and leave it there at rest.
+
+The shared core of the RFS simulation tasks "Pick & Place" and "Stack" (Su et al., ICLR 2026):
+a task samples its scene in ``sample_scene`` and says where the carried object (always the
+object named ``"object"``) must come to rest, ``goal(data, info)``; ``PlaceEnv`` steps the hand,
+rewards, decides success and builds the observation. Success: the object within tolerance of its
+goal, touched by no part of the hand, and still, for ``settle_time`` seconds in a row; the
+episode ends on success (as in grasp).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from brax.envs.base import State
+from mujoco import mjx
+
+from envs.config import ObjectConfig
+from envs.hand.base import HandConfig, HandEnv
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaceRewardConfig:
+    """Scales of the named reward terms (logged as ``reward/<name>``)."""
+
+    reach: float = 0.5
+    """Grasp point near the object, ``1 - tanh(10 d)``, until the object is placed."""
+    contact: float = 0.5
+    """Thumb + fingers touching the object (as in grasp), until the object is placed."""
+    lift: float = 1.0
+    """Height above rest as a fraction of ``carry_height`` (clipped to [0, 1]), only while the
+    object is farther than ``xy_tolerance`` from its goal: carry it there rather than push it."""
+    place: float = 2.0
+    """Object near its goal, ``1 - tanh(10 d)`` of the 3-D distance."""
+    release: float = 1.0
+    """Object placed and touched by no part of the hand."""
+    success: float = 10.0
+    """Once, when the object has settled; the success step also pays the most the shaping
+    terms could still have paid until the time limit (as in grasp)."""
+    action: float = 0.01
+    """Penalty on the squared action norm (per dimension)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlaceConfig:
+    """Settings every placing task shares; the tasks add their scene's."""
+
+    hand: HandConfig = HandConfig()
+    object: ObjectConfig = ObjectConfig()
+    """The object the hand picks up and places."""
+    reward: PlaceRewardConfig = PlaceRewardConfig()
+    episode_length: int = 150
+    """Control steps per episode (20 Hz)."""
+    xy_tolerance: float = 0.03
+    """Largest horizontal distance of the object's centre from its goal for success (m)."""
+    z_tolerance: float = 0.03
+    """Largest vertical distance of the object's centre from its goal for success (m)."""
+    max_speed: float = 0.05
+    """Largest object speed counted as at rest (m/s)."""
+    max_spin: float = 0.5
+    """Largest object angular speed counted as at rest (rad/s)."""
+    settle_time: float = 0.25
+    """How long the object must stay placed, released and at rest (s)."""
+    carry_height: float = 0.08
+    """Height above rest that earns the whole ``lift`` reward (m)."""
+    wrist_home: tuple[float, float, float] = (0.0, 0.0, 0.20)
+    """Initial wrist position (m)."""
+    wrist_home_noise: float = 0.05
+    """Half-range of the uniform noise on the initial wrist position (m)."""
+
+    @property
+    def settle_steps(self) -> int:
+        return max(1, round(self.settle_time / self.hand.ctrl_dt))
+
+
+class PlaceEnv(HandEnv):
+    """Single-instance placing env on the brax ``Env`` interface; subclasses give the scene."""
+
+    config: PlaceConfig
+
+    # ---- what a task defines -----------------------------------------------------------------
+    def sample_scene(self, key: jax.Array) -> tuple[dict, dict, jax.Array | None]:
+        """``(info, poses, mocap_pos)`` of a new episode: per-episode values kept in
+        ``state.info`` (at least the carried object's ``obj_size``, ``obj_mass``,
+        ``obj_friction`` and ``rest_z``), each object's initial ``(pos, quat)``, and the mocap
+        bodies' positions (or ``None``)."""
+        raise NotImplementedError
+
+    def model(self, info: dict) -> mjx.Model:
+        """The MJX model with this episode's object sizes, masses and frictions."""
+        return self.model_with_object(
+            "object", info["obj_size"], info["obj_mass"], info["obj_friction"]
+        )
+
+    def goal(self, data: mjx.Data, info: dict) -> jax.Array:
+        """[3] where the carried object's centre must come to rest."""
+        raise NotImplementedError
+
+    def scene_obs(self, data: mjx.Data, info: dict) -> jax.Array:
+        """Task-specific observation appended to the shared one."""
+        return jnp.zeros((0,))
+
+    # ---- the shared episode -------------------------------------------------------------------
+    @property
+    def _reward_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(PlaceRewardConfig))
+
+    def reset(self, rng: jax.Array) -> State:
+        cfg = self.config
+        k_scene, k_wrist = jax.random.split(rng)
+        info, poses, mocap_pos = self.sample_scene(k_scene)
+        wrist = self.sample_wrist(k_wrist, cfg.wrist_home, cfg.wrist_home_noise)
+        data = self.initial_data(self.model(info), wrist, poses, mocap_pos)
+        info = {
+            **info,
+            "wrist_target": wrist,
+            "settle": jnp.zeros((), jnp.int32),
+            "t": jnp.zeros((), jnp.int32),
+        }
+        metrics = {
+            "success": jnp.zeros(()),
+            "goal_distance": jnp.zeros(()),
+            **{f"reward/{k}": jnp.zeros(()) for k in self._reward_names},
+        }
+        obs = self._obs(data, info, touching=jnp.zeros(5))
+        return State(data, obs, jnp.zeros(()), jnp.zeros(()), metrics, info)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        cfg, info = self.config, state.info
+        data, target = self._physics_step(
+            self.model(info), state.pipeline_state, info["wrist_target"], action
+        )
+
+        pos, _ = self.object_pose(data, "object")
+        err = pos - self.goal(data, info)
+        xy_err = jnp.linalg.norm(err[:2])
+        placed = (xy_err < cfg.xy_tolerance) & (jnp.abs(err[2]) < cfg.z_tolerance)
+        flags = self.contact_flags(data, "object")
+        released = jnp.all(flags == 0)
+        vel = self.object_vel(data, "object")
+        still = (jnp.linalg.norm(vel[:3]) < cfg.max_speed) & (
+            jnp.linalg.norm(vel[3:]) < cfg.max_spin
+        )
+        settle = jnp.where(placed & released & still, info["settle"] + 1, 0)
+        success = settle >= cfg.settle_steps
+
+        holding = 1.0 - placed.astype(jnp.float32)
+        dist = jnp.linalg.norm(self.grasp_pos(data) - pos)
+        height = pos[2] - info["rest_z"]
+        a = jnp.clip(action, -1.0, 1.0)
+        terms = {
+            "reach": (1.0 - jnp.tanh(10.0 * dist)) * holding,
+            "contact": (0.5 * jnp.mean(flags[:3]) + 0.5 * flags[3]) * holding,
+            "lift": jnp.clip(height / cfg.carry_height, 0.0, 1.0) * (xy_err > cfg.xy_tolerance),
+            "place": 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(err)),
+            "release": (placed & released).astype(jnp.float32),
+            "success": success.astype(jnp.float32),
+            "action": -jnp.mean(a * a),
+        }
+        rewards = {k: v * getattr(cfg.reward, k) for k, v in terms.items()}
+        t = info["t"] + 1
+        r = cfg.reward
+        steps_left = jnp.maximum(cfg.episode_length - t, 0).astype(jnp.float32)
+        rewards["success"] = rewards["success"] + success * steps_left * (
+            r.reach + r.contact + r.lift + r.place + r.release
+        )
+        reward = sum(rewards.values())
+        data, reward, ended = self.guard(data, state.pipeline_state, reward)
+
+        info = {**info, "wrist_target": target, "settle": settle, "t": t}
+        metrics = {
+            "success": success.astype(jnp.float32),
+            "goal_distance": jnp.linalg.norm(err),
+            **{f"reward/{k}": v for k, v in rewards.items()},
+        }
+        obs = self._obs(data, info, touching=flags)
+        return state.replace(
+            pipeline_state=data,
+            obs=obs,
+            reward=reward,
+            done=(success | ended).astype(jnp.float32),
+            metrics=metrics,
+            info=info,
+        )
+
+    def _obs(self, data: mjx.Data, info: dict, touching: jax.Array) -> jax.Array:
+        """Privileged state: hand (44), fingertips and grasp point relative to the object (15),
+        object pose, velocity and size (16), contact flags (5), goal and goal minus object (6),
+        settle progress (1), then the task's own (``scene_obs``)."""
+        pos, quat = self.object_pose(data, "object")
+        goal = self.goal(data, info)
+        return jnp.concatenate(
+            [
+                self.hand_obs(data),
+                (self.tip_pos(data) - pos).reshape(-1),
+                self.grasp_pos(data) - pos,
+                pos,
+                quat,
+                self.object_vel(data, "object"),
+                info["obj_size"],
+                touching,
+                goal,
+                goal - pos,
+                (info["settle"] / self.config.settle_steps)[None].astype(jnp.float32),
+                self.scene_obs(data, info),
+            ]
+        )
+
+
+def object_info(obj: dict, prefix: str = "obj") -> dict:
+    """The ``state.info`` entries of an object drawn by ``envs.config.sample_object``."""
+    return {f"{prefix}_{k}": obj[k] for k in ("size", "mass", "friction")}
