@@ -53,10 +53,11 @@ def test_success_after_holding_at_lift_height(batched):
     a = jnp.broadcast_to(a, (NUM_ENVS, env.action_size))
     successes = []
     for _ in range(cfg.hold_steps):
-        # Hold the object up by hand-of-god: high enough that it stays lifted through a step.
+        # Hold the object up by hand-of-god, away from the hand and the wall, high enough that
+        # it stays lifted through a step.
         data = state.pipeline_state
         up = state.info["rest_z"] + cfg.lift_height + 0.03
-        qpos = data.qpos.at[:, adr + 2].set(up)
+        qpos = data.qpos.at[:, adr : adr + 2].set(-0.3).at[:, adr + 2].set(up)
         qvel = data.qvel.at[:, vadr : vadr + 6].set(0.0)
         state = step(state.replace(pipeline_state=data.replace(qpos=qpos, qvel=qvel)), a)
         successes.append(np.asarray(state.metrics["success"]))
