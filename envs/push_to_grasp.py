@@ -1,10 +1,11 @@
 """Push to grasp: slide a bar along a wall until it can be grasped, then pick it up.
 
-The object (by default a bar about 17 cm long) lies on the table with its long side against a
+The object (by default a bar 16-18 cm long) lies on the table with its long side against a
 wall. A direct grasp fails: across the bar, one side is the wall (the fingertips collide with
-it, so no finger gets behind the bar); along the bar, it is longer than the hand closes
-around. The hand must first push the bar along the wall, past either end of the wall, until
-the free part can be grasped across; then grasp and lift it. Success is as in ``grasp``: raised
+it, so no finger gets behind the bar); along the bar, it is longer than the power and pinch
+grasps close around (only nearly straight fingertips reach its ends, with little grip). The
+hand must first push the bar along the wall, past either end of the wall, until its middle
+can be grasped across; then grasp and lift it. Success is as in ``grasp``: raised
 at least ``lift_height`` above its resting height and held there for ``hold_time``.
 
 Why this variant of "push to make graspable": pushing a tall object's end face along a fence is
@@ -100,6 +101,15 @@ class PushToGraspConfig:
     """Initial wrist position (m)."""
     wrist_home_noise: float = 0.05
     """Half-range of the uniform noise on the initial wrist position (m)."""
+
+    def __post_init__(self):
+        longest = float(half_length(self.object.shape, self.object.sizes[1]))
+        if longest + self.wall.along_range > self.wall.half_length:
+            raise ValueError(
+                f"the object (half-length up to {longest:.3f} m, offset up to "
+                f"{self.wall.along_range} m) must start within the wall's half-length "
+                f"{self.wall.half_length} m"
+            )
 
     @property
     def hold_steps(self) -> int:
