@@ -43,7 +43,10 @@ class GraspConfig:
     """The grasp task."""
 
     hand: HandConfig = HandConfig()
-    object: ObjectConfig = ObjectConfig()
+    object: ObjectConfig = ObjectConfig(mass_range=(0.1, 0.5), friction_range=(0.3, 1.0))
+    """Heavy and slippery objects are part of the task: mass and friction are not in the
+    observation, so a policy must grip every object as if it were the worst (the scripted
+    expert does not, and the base policy learns from it)."""
     reward: GraspRewardConfig = GraspRewardConfig()
     episode_length: int = 100
     """Control steps per episode (5 s at 20 Hz)."""
