@@ -11,7 +11,8 @@ height (checked against the rim, so below it), touched by no part of the hand an
 Contact pairs: 18 -- grasp's 14 (object against the palm and the 8 finger pad capsules, the
 table, and the 4 fingertips against the table) plus the object against each wall (box-box).
 The hand passes through the walls: the object, not the hand, is what the box must contain, and
-hand-wall pairs would cost as much again.
+the hand's 9 contact geoms against 4 walls would be 36 more pairs (mostly box-box and
+capsule-box, the costly kinds).
 """
 
 from __future__ import annotations
