@@ -72,7 +72,7 @@ class CupConfig:
     """Half-width of the inside (m)."""
     wall_half_thickness: float = 0.004
     """Half-thickness of the walls and the bottom (m)."""
-    height: float = 0.075
+    height: float = 0.12
     """Outside height (m)."""
     mass_range: tuple[float, float] = (0.06, 0.12)
     """Cup mass without the balls (kg), uniform."""
@@ -126,7 +126,7 @@ class BallConfig:
     """Ball radius (m)."""
     mass: float = 0.008
     """Ball mass (kg)."""
-    damping: float = 0.004
+    damping: float = 0.001
     """Damping of the balls' free joints. On the rotation it acts as rolling resistance, so
     a spilled ball stops instead of rolling off the table forever (no condim-6 contacts)."""
     armature: float = 2e-4
@@ -134,6 +134,9 @@ class BallConfig:
     explicit integrator."""
     jitter: float = 0.003
     """Half-range of the uniform noise on each ball's start position in the cup (m)."""
+    cup_friction: float = 0.3
+    """Sliding friction between the balls and the cup (a glazed cup: with the rolling
+    resistance they need to slide out once it is tipped)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +154,8 @@ class PourConfig:
     """Fraction of the balls that must be in the bowl."""
     lift_height: float = 0.10
     """Cup height above rest that earns the whole ``lift`` reward (m)."""
-    wrist_home: tuple[float, float, float] = (0.0, 0.0, 0.20)
-    """Initial wrist position (m)."""
+    wrist_home: tuple[float, float, float] = (0.0, 0.0, 0.30)
+    """Initial wrist position (m): the open fingers clear the cup's rim."""
     wrist_home_noise: float = 0.05
     """Half-range of the uniform noise on the initial wrist position (m)."""
 
@@ -254,6 +257,10 @@ class Pour(HandEnv):
         self._bowl = np.array([m.geom(n).id for n in BOWL])
         self._bowl_pos = jnp.array([pos for _, pos in bowl])
         self._cup_mass = float(m.body_mass[self._obj["cup"]["body"]])
+        inner = [m.geom(g).id for g in CUP_INNER]
+        glazed = np.isin(m.pair_geom1, inner) | np.isin(m.pair_geom2, inner)
+        m.pair_friction[glazed, :2] = config.balls.cup_friction
+        self.mjx_model = mjx.put_model(m)
 
     # ---- scene -----------------------------------------------------------------------------
     def model(self, info: dict) -> mjx.Model:

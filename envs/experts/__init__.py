@@ -11,6 +11,7 @@ import dataclasses
 
 from envs.experts.grasp import GraspExpert, GraspExpertConfig
 from envs.experts.place import PlaceExpert, PlaceExpertConfig
+from envs.experts.pour import PourExpert, PourExpertConfig
 from envs.experts.push_to_grasp import PushToGraspExpert, PushToGraspExpertConfig
 
 # Task -> (expert class, its default config); the placing tasks share one expert.
@@ -19,6 +20,7 @@ EXPERTS = {
     "pick_place": (PlaceExpert, PlaceExpertConfig()),
     "stack": (PlaceExpert, PlaceExpertConfig()),
     "push_to_grasp": (PushToGraspExpert, PushToGraspExpertConfig()),
+    "pour": (PourExpert, PourExpertConfig()),
     # The box's rim is 6 cm high: carry the object's bottom 3 or 7 cm above it.
     "pack": (PlaceExpert, PlaceExpertConfig(carry_heights=(0.09, 0.13))),
 }

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from brax.envs.base import State
 
 from envs.experts.grasp import _posture, _wrap
+from envs.hand import constants as C
 from envs.hand.base import fingers_to_action
 
 
@@ -30,17 +31,18 @@ class PourExpertConfig:
 
     left_prob: float = 0.5
     """Probability of pouring to the left (else to the right)."""
-    pre_roll: float = 0.6
-    """Roll of the hand against the pour while it grasps (rad)."""
-    pour_roll: float = 1.55
-    """Roll the wrist turns to when pouring (rad; the wrist stops at 1.6)."""
-    depth: float = 0.08
-    """Depth of the grasp centre below the palm, in the hand frame (m)."""
-    grasp_height: float = 0.012
-    """Height of the grasp centre above the cup's centre, along the cup's axis (m)."""
+    grasp_roll: float = 1.5
+    """Roll of the hand while it grasps: the palm faces sideways, against the cup's wall (rad;
+    the wrist stops at 1.6)."""
+    pour_roll: float = 0.9
+    """Roll past level, the other way, that the wrist turns to when pouring (rad)."""
+    press: float = 0.012
+    """How far into the cup's wall the wrist aims the palm (m): keeps the palm on the wall."""
+    grasp_height: float = 0.008
+    """Height of the palm's centre above the cup's centre (m)."""
     lift: float = 0.15
     """How far the expert lifts the cup before carrying it (m)."""
-    lip_height: float = 0.12
+    lip_height: float = 0.14
     """Height of the tipped cup's lip above the table (m)."""
     pour_speed: float = 0.6
     """Fraction of the largest wrist rotation step used while pouring."""
@@ -58,7 +60,12 @@ class PourExpertConfig:
     """Std of the per-step noise on the wrist actions."""
     finger_action_noise: float = 0.05
     """Std of the per-step noise on the finger actions."""
-    squeeze: float = 0.02
+    wrap: float = 0.0
+    """How far past the cup's centre, away from the palm, the closed fingertips aim (m): they
+    wrap the cup and pull it onto the palm."""
+    finger_squeeze: float = -0.01
+    """How far past the cup's centre the closed index and middle fingertips aim (m)."""
+    squeeze: float = 0.03
     """How far past the cup's centre the closed fingertips aim (m): the servo error that makes
     the grip force."""
 
@@ -69,15 +76,23 @@ class PourExpert:
     def __init__(self, env, config: PourExpertConfig = PourExpertConfig()):
         self.env = env
         self.config = config
-        z, sq, o = -config.depth, config.squeeze, env.config.cup.outer_half
-        wide = o + 0.04
+        o = env.config.cup.outer_half
+        self._depth = C.PALM_HALF[2] + o - config.press
+        z, sq, wide = -self._depth, config.squeeze, o + 0.04
+        deep = z - config.wrap
+        # Index, middle and thumb close on the walls: their contacts line up across the palm,
+        # so the grip makes no couple that would spin the cup on the palm. The ring finger
+        # stays out of the way (near the table or above the rim, by the pouring side).
+        ring = {"ring": (0.1, -0.02)}
+        fingers = ("index", "middle")
         self._open = jnp.array(
-            _posture(
-                env, {f: (wide, z) for f in ("index", "middle", "ring")} | {"thumb": (-wide, z)}
-            )
+            _posture(env, {f: (wide, z) for f in fingers} | {"thumb": (-wide, z)} | ring)
         )
         self._shut = jnp.array(
-            _posture(env, {f: (-sq, z) for f in ("index", "middle", "ring")} | {"thumb": (sq, z)})
+            _posture(
+                env,
+                {f: (-config.finger_squeeze, deep) for f in fingers} | {"thumb": (sq, deep)} | ring,
+            )
         )
         self._cup_body = env._obj["cup"]["body"]
 
@@ -118,8 +133,7 @@ class PourExpert:
         sign = 2.0 * carry["side"] - 1.0
         yaws = jnp.arctan2(cup_rot[1, 0], cup_rot[0, 0]) + jnp.arange(4) * (math.pi / 2)
         toward = bowl - cup[:2]
-        # Rolling by +r about the hand's x tips the cup towards the hand's -y.
-        pour_dir = sign * jnp.stack([jnp.sin(yaws), -jnp.cos(yaws)], -1)
+        pour_dir = sign * jnp.stack([-jnp.sin(yaws), jnp.cos(yaws)], -1)
         want = yaws[jnp.argmax(pour_dir @ toward)] + carry["offset"][3]
         return _wrap(want, 2 * math.pi)
 
@@ -127,7 +141,7 @@ class PourExpert:
         """[3] the top edge of the cup's wall on the pouring side."""
         sign = 2.0 * carry["side"] - 1.0
         yaw = carry["yaw"]
-        side = cup_rot.T @ (sign * jnp.array([jnp.sin(yaw), -jnp.cos(yaw), 0.0]))
+        side = cup_rot.T @ (sign * jnp.array([-jnp.sin(yaw), jnp.cos(yaw), 0.0]))
         side = side.at[2].set(0.0)
         side = side / (jnp.linalg.norm(side) + 1e-6)
         cup_cfg = self.env.config.cup
@@ -153,13 +167,11 @@ class PourExpert:
         # target that followed the cup would chase it across the table).
         aiming = phase <= 2
         yaw = jnp.where(aiming, self._grasp_yaw(carry, cup, cup_rot, bowl), carry["yaw"])
-        yaw = q[3] + _wrap(yaw - q[3], 2 * math.pi)
-        roll0 = -sign * cfg.pre_roll
+        roll0 = sign * cfg.grasp_roll
         hand_rot = _rot_z(yaw) @ _rot_x(roll0)
         centre = cup + cup_rot[:, 2] * cfg.grasp_height + off[:3]
-        grasp = jnp.where(
-            aiming, centre + hand_rot @ jnp.array([0.0, 0.0, cfg.depth]), carry["grasp"]
-        )
+        grasp = centre + hand_rot @ jnp.array([0.0, 0.0, self._depth])
+        grasp = jnp.where(aiming, grasp, carry["grasp"])
         carry = {**carry, "yaw": yaw, "grasp": grasp}
         hover = grasp + hand_rot @ jnp.array([0.0, 0.0, 0.06])
 
@@ -167,19 +179,24 @@ class PourExpert:
         # wrist has rolled to the pouring roll (a rotation about the hand's x through the wrist).
         lip = self._lip(carry, cup, cup_rot)
         axis = _rot_z(q[3]) @ jnp.array([1.0, 0.0, 0.0])
-        final = _rotate(axis, sign * cfg.pour_roll - q[5], lip - q[:3])
+        final = _rotate(axis, -sign * cfg.pour_roll - q[5], lip - q[:3])
         aim = jnp.concatenate([bowl + off[4:], jnp.array([cfg.lip_height])])
         over = aim - final
+        lifted = q[:3].at[2].set(grasp[2] + cfg.lift)
+        # Carry high (the cup hangs below the wrist until it is tipped), then pour.
+        carry_to = over.at[2].max(lifted[2])
 
-        above = hover.at[2].add(0.08)
+        above = hover.at[2].add(0.2)
         go = jnp.array(
             [
-                ((jnp.linalg.norm(above - q[:3]) < 0.02) & (jnp.abs(yaw - q[3]) < 0.08)) | (t > 40),
+                ((jnp.linalg.norm(above - q[:3]) < 0.02) & (jnp.abs(yaw - q[3]) < 0.08))
+                & (jnp.abs(roll0 - q[5]) < 0.08)
+                | (t > 40),
                 (jnp.linalg.norm(hover - q[:3]) < 0.015) | (t > 15),
-                (jnp.linalg.norm(grasp - q[:3]) < 0.008) | (t > 15),
+                (jnp.linalg.norm(grasp - q[:3]) < cfg.press + 0.005) | (t > 15),
                 t >= carry["close_steps"] + 2,
                 (cup[2] > env.config.cup.height / 2 + cfg.lift - 0.03) | (t > 20),
-                (jnp.linalg.norm(over - q[:3]) < 0.02) | (t > 40),
+                (jnp.linalg.norm(carry_to - q[:3]) < 0.02) | (t > 40),
                 False,
             ]
         )
@@ -188,9 +205,8 @@ class PourExpert:
         t = jnp.where(done, 0, t + 1)
         carry = {**carry, "phase": phase, "phase_t": t}
 
-        lifted = q[:3].at[2].set(grasp[2] + cfg.lift)
-        pos = jnp.stack([above, hover, grasp, grasp, lifted, over, over])[phase]
-        roll = jnp.where(phase == 6, sign * cfg.pour_roll, roll0)
+        pos = jnp.stack([above, hover, grasp, grasp, lifted, carry_to, over])[phase]
+        roll = jnp.where(phase == 6, -sign * cfg.pour_roll, roll0)
         target = jnp.concatenate([pos, jnp.stack([yaw, 0.0, roll])])
         err = target - q
         wrist = jnp.concatenate([err[:3] / h.pos_delta, err[3:] / h.rot_delta])
