@@ -74,7 +74,7 @@ class BenchArgs:
     num_envs: int = 1024
     """Batch of parallel envs."""
     env_only: bool = False
-    """Only the env (no policy, no training)."""
+    """Only the env (no base sampler, no training, no brax)."""
     brax: bool = True
     """Also run brax's PPO (brax.training.agents.ppo.train) on the same env and batch."""
     brax_iterations: int = 3
@@ -103,16 +103,17 @@ def bench(args: BenchArgs) -> dict:
         brax_iterations=args.brax_iterations,
     )
     result = {"task": args.task, **result}
-    caption = f"physics steps/s (env only): {result['physics_steps_per_s']:,.0f}"
-    if "ratio_train_vs_brax" in result:
-        caption += f"; RFS-PPO / brax PPO env steps/s: {result['ratio_train_vs_brax']:.2f}"
+    brax = result.get("brax_ppo_env_steps_per_s")
     table = Table(
-        title=f"{args.task} @ {args.num_envs} envs on {result['device']}", caption=caption
+        title=f"{args.task} @ {args.num_envs} envs on {result['device']}",
+        caption=f"physics steps/s (env only): {result['physics_steps_per_s']:,.0f}",
     )
-    for column in ("measure", "env steps/s", "vs env-only", "compile s"):
+    columns = ["measure", "env steps/s", "vs env-only"] + (["vs brax PPO"] if brax else [])
+    for column in columns + ["compile s"]:
         table.add_column(column, justify="left" if column == "measure" else "right")
     for label, sps, ratio, compile_s in summary_rows(result):
-        table.add_row(label, f"{sps:,.1f}", f"{ratio:.2f}", f"{compile_s:,.1f}")
+        vs_brax = [f"{sps / brax:.2f}"] if brax else []
+        table.add_row(label, f"{sps:,.1f}", f"{ratio:.2f}", *vs_brax, f"{compile_s:,.1f}")
     console.print(table)
     if args.json:
         write_json(args.json, result)

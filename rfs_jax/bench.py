@@ -366,7 +366,7 @@ def run_benchmarks(
 
 # (label, env steps/s key, compile seconds key) of the rows of the summary table
 SUMMARY_ROWS = (
-    ("env only (random actions)", "env_steps_per_s", "compile_s"),
+    ("env only (random)", "env_steps_per_s", "compile_s"),
     ("env + base sampler", "base_env_steps_per_s", "base_compile_s"),
     ("RFS-PPO iteration", "train_env_steps_per_s", "train_compile_s"),
     ("brax PPO iteration", "brax_ppo_env_steps_per_s", "brax_ppo_compile_s"),

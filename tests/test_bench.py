@@ -37,7 +37,7 @@ def test_all_measurements_on_a_probe_env():
     # same env steps per iteration as ours: 16 envs x 4 decisions x H_exec 2
     assert result["brax_ppo_env_steps_per_iteration"] == result["train_env_steps_per_iteration"]
     assert [row[0] for row in summary_rows(result)] == [
-        "env only (random actions)",
+        "env only (random)",
         "env + base sampler",
         "RFS-PPO iteration",
         "brax PPO iteration",
