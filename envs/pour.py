@@ -1,22 +1,28 @@
 """Pour: grasp a cup holding a few balls and pour them into a bowl.
 
 RFS (Su et al., ICLR 2026) lists pouring among the dexterous skills its steering must keep
-multimodal; here the pour needs the wrist's roll: the cup is tipped about the grasp axis (the
-hand's x, fingers against one wall and the thumb against the other) well past 90 degrees, which
-the wrist's roll range reaches only from a grasp taken with the hand already rolled to the
-other side.
+multimodal. Here the pour needs the wrist's roll: held from the side (palm on a wall, fingers
+and thumb on the two walls next to it), the cup tips about the hand's x axis, and the balls need
+it tipped well past 90 degrees, which the wrist's roll range (+-1.6 rad) covers only from a grasp
+taken with the hand rolled most of the way to one side and a pour that rolls it through to the
+other.
 
 The cup is one free body: a bottom and four walls (boxes) that hold the balls, and a box "hull"
 spanning the same outside that is the only cup geom the hand and the table touch (the balls never
-touch it). The bowl is four static walls on the table (the table is its bottom) at a pose drawn
-per episode (``envs.fixtures.place``). Success: at least ``success_fraction`` of the balls have
-their centres inside the bowl's walls, below its rim and out of the cup; the episode ends on
-success.
+touch it). The balls slide on the cup (``BallConfig.cup_friction``) and their joints' damping
+acts as rolling resistance, so a spilled ball stops on the table. The bowl is four static walls
+on the table (the table is its bottom) at a pose drawn per episode (``envs.fixtures.place``).
+Success: at least ``success_fraction`` of the balls have their centres inside the bowl's walls,
+below its rim and out of the cup; the episode ends on success.
 
-Contact pairs (default, 5 balls): 74 -- the hand's 9 pad geoms against the hull, the hull and
-the 4 fingertips against the table, and per ball the table, the cup's bottom and 4 walls and the
-bowl's 4 walls (10, all sphere-box or sphere-plane, one contact each), plus ball-ball (10). The
-cup and the hand pass through the bowl, and the balls through the hand.
+Contact pairs (default, 5 balls): 74, against grasp's 28 -- the hand's 9 pad geoms against the
+hull, the hull and the 4 fingertips against the table, and per ball the table, the cup's bottom
+and 4 walls and the bowl's 4 walls (10, sphere-box or sphere-plane, one contact each), plus
+ball-ball (10): 88 potential contacts and 58 degrees of freedom (grasp: 28). The cup and the
+hand pass through the bowl, and the balls through the hand. Measured throughput (``rfs_jax.bench
+.bench_env``, 20 steps after compile, 256 envs, on the shared 2-core CPU while four other jobs
+ran): 29 control steps/s; pour is slower than grasp because every ball is a free body with ten
+contact pairs, and the task needs several balls to make a fraction poured meaningful.
 """
 
 from __future__ import annotations

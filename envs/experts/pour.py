@@ -1,14 +1,16 @@
 """The pour expert.
 
-Each episode it picks a pouring side: tip the cup to the left (rolling the wrist one way) or to
-the right (the other way). The wrist's roll range stops short of the 110-130 degrees the balls
-need to leave the cup, so the expert takes the cup with the hand already rolled against the
-pour: a power grasp across two opposite walls, from above and to the side, with the grasp yaw
-chosen among the cup's four symmetric ones so the pour faces the bowl. It then lifts, carries
-the cup to where its lip will end up over the bowl once tipped, and rolls the wrist through,
-keeping that lip over the bowl. The two sides leave the hand on opposite sides of the cup with
-opposite rolls: the demonstrations are bimodal. Noise on the grasp, the aim, the timing and the
-actions make it imperfect.
+Each episode it picks a pouring side, which sets how the hand holds the cup and which way the
+wrist rolls: a side grasp with the palm on one wall, index, middle and thumb on the two walls
+next to it, the hand rolled +1.5 rad (index finger up) or -1.5 rad (index finger down), and a
+pour that rolls the wrist through level to 0.9 rad the other way (2.4 rad of tipping; the balls
+need more than 90 degrees, which the wrist alone cannot give). The grasp yaw is chosen among the
+cup's four symmetric ones so that the pour faces the bowl. The expert lifts the cup, carries it
+to where the lip on the pouring side will end up over the bowl once tipped (a rotation about the
+hand's x axis through the wrist, predicted from where the cup sits in the hand), and rolls the
+wrist through while keeping that lip over the bowl. The two sides leave the hand in mirrored
+poses turning opposite ways: the demonstrations are bimodal. Noise on the grasp, the aim, the
+timing and the actions make it imperfect.
 """
 
 from __future__ import annotations
