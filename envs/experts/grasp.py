@@ -205,17 +205,30 @@ class GraspExpert:
         """How far the hand has closed, 0 (open) to 1 (shut), ``phase_t`` steps into closing."""
         return jnp.clip((carry["phase_t"] + 1) / carry["close_steps"], 0.0, 1.0)
 
+    def grip(self, carry: dict, alpha) -> jax.Array:
+        """Finger joint targets [16] ``alpha`` of the way from this style's open to shut hand."""
+        style = carry["style"]
+        return self._open[style] + alpha * (self._shut[style] - self._open[style])
+
     def command(
-        self, carry: dict, q: jax.Array, target: jax.Array, speed, alpha, key: jax.Array
+        self,
+        carry: dict,
+        q: jax.Array,
+        target: jax.Array,
+        speed,
+        alpha,
+        key: jax.Array,
+        fingers: jax.Array | None = None,
     ) -> jax.Array:
         """The noisy action moving the wrist from ``q`` towards ``target`` [6] at ``speed`` (a
-        fraction of the largest step) with the hand ``alpha`` of the way from open to shut."""
+        fraction of the largest step) with the hand ``alpha`` of the way from open to shut (or
+        at the joint targets ``fingers`` [16] where given)."""
         cfg, h = self.config, self.env.hand
         err = target - q
         wrist = jnp.concatenate([err[:3] / h.pos_delta, err[3:] / h.rot_delta])
         wrist = jnp.clip(wrist, -1, 1) * speed
-        style = carry["style"]
-        fingers = self._open[style] + alpha * (self._shut[style] - self._open[style])
+        if fingers is None:
+            fingers = self.grip(carry, alpha)
         k_w, k_f = jax.random.split(key)
         action = jnp.concatenate(
             [

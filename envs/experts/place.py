@@ -2,11 +2,11 @@
 
 It is the grasp expert (same two grasp styles, same noise on targets, timing and actions) with
 the rest of the job appended: lift to a carry height, carry the object over its goal, lower it,
-open the hand, retreat upwards. The goal comes from the env (``env.goal``, privileged), and the
-carry and lowering targets are corrected by where the object actually sits in the hand, as a
-teleoperator watches the object rather than the hand. A second per-episode choice, a low or a
-high carry, doubles the modes of the demonstrations; the per-episode placing error (its std
-``place_noise``) and the grasp noise set the expert's success.
+let go (uncurl the fingers), retreat upwards. The goal comes from the env (``env.goal``,
+privileged), and the carry and lowering targets are corrected by where the object actually sits
+in the hand, as a teleoperator watches the object rather than the hand. A second per-episode
+choice, a low or a high carry, doubles the modes of the demonstrations; the per-episode placing
+error (its std ``place_noise``) and the grasp noise set the expert's success.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ class PlaceExpertConfig(GraspExpertConfig):
     pushed away by whichever side of the hand lets go last; one that sits on its goal is held
     there by friction."""
     open_steps: tuple[int, int] = (10, 14)
-    """Range of control steps the hand takes to open (opening faster flicks the object away
-    more often)."""
+    """Range of control steps the hand takes to let go (faster moves the object more often)."""
     retreat: float = 0.08
     """How far the wrist backs off upwards per control step target (m; the step is bounded)."""
+
+
+# The two outer joints of every finger and of the thumb (pip, dip; mcp, ipl).
+_DISTAL_JOINTS = jnp.array([4 * f + j for f in range(4) for j in (2, 3)])
 
 
 class PlaceExpert(GraspExpert):
@@ -55,6 +58,7 @@ class PlaceExpert(GraspExpert):
             "carry_h": jnp.zeros(()),
             "place_off": jnp.zeros(2),
             "open_steps": jnp.ones((), jnp.int32),
+            "held": jnp.zeros(16),
         }
 
     def _new_plan(self, carry: dict) -> dict:
@@ -68,6 +72,7 @@ class PlaceExpert(GraspExpert):
             "carry_h": jnp.where(high, cfg.carry_heights[1], cfg.carry_heights[0]),
             "place_off": jax.random.normal(k_off, (2,)) * cfg.place_noise,
             "open_steps": jax.random.randint(k_open, (), cfg.open_steps[0], cfg.open_steps[1] + 1),
+            "held": jnp.zeros(16),
         }
 
     def act(self, carry: dict, state: State, key: jax.Array) -> tuple[dict, jax.Array]:
@@ -89,7 +94,7 @@ class PlaceExpert(GraspExpert):
                 jnp.array(
                     [
                         (pos[2] > carry_z - 0.01) | (t > 20),
-                        (jnp.linalg.norm(aim - pos[:2]) < 0.006) | (t > 40),
+                        (jnp.linalg.norm(aim - pos[:2]) < 0.006) | (t > 60),
                         # Touched down: on its goal, or stopped just above it (held tilted).
                         (pos[2] < goal[2] + 0.003)
                         | ((pos[2] < goal[2] + 0.015) & (jnp.abs(vz) < 0.01))
@@ -122,8 +127,19 @@ class PlaceExpert(GraspExpert):
         # which turns a little in the hand, and re-aligning to it would drag the object.
         yaw = jnp.where(phase >= 3, q[3], g["want"])
         target = jnp.concatenate([xy[phase], z[phase][None], jnp.stack([yaw, 0.0, 0.0])])
-        opening = jnp.clip((carry["phase_t"] + 1) / carry["open_steps"], 0.0, 1.0)
-        alpha = jnp.stack([0.0, 0.0, self.closing(carry), 1.0, 1.0, 1.0, 1.0 - opening, 0.0])
+        # Letting go: the finger targets first jump to where the fingers are (the grip's squeeze
+        # is the servos' error, so this drops it on every finger at once), then the outer joints
+        # straighten while the base joints stay. Opening to the open posture instead swung the
+        # fingers up and forward about their base and scooped the object along (about a third
+        # of the placed objects moved off their goal that way).
+        fingers_q = data.qpos[env._finger_qadr]
+        starts_opening = (phase == 6) & (carry["phase_t"] == 0)
+        carry = {**carry, "held": jnp.where(starts_opening, fingers_q, carry["held"])}
+        opening = jnp.clip(carry["phase_t"] / carry["open_steps"], 0.0, 1.0)
+        alpha = jnp.stack([0.0, 0.0, self.closing(carry), 1.0, 1.0, 1.0, 0.0, 0.0])[phase]
+        uncurled = carry["held"].at[_DISTAL_JOINTS].set(0.0)
+        letting_go = carry["held"] + opening * (uncurled - carry["held"])
+        fingers = jnp.where(phase >= 6, letting_go, self.grip(carry, alpha))
         speed = jnp.array(
             [1.0, 1.0, 1.0, cfg.lift_speed, cfg.carry_speed, cfg.carry_speed, 1.0, 1.0]
         )
@@ -131,4 +147,4 @@ class PlaceExpert(GraspExpert):
         # While the hand opens, its setpoint is brought back to where the wrist is: a setpoint
         # left pressing down or sideways after lowering drags the object as the grip loosens.
         ref = jnp.where(phase == 6, state.info["wrist_target"], q)
-        return carry, self.command(carry, ref, target, speed, alpha[phase], key)
+        return carry, self.command(carry, ref, target, speed, alpha, key, fingers=fingers)
