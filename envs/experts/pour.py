@@ -40,7 +40,7 @@ class PourExpertConfig:
     """Roll past level, the other way, that the wrist turns to when pouring (rad)."""
     press: float = 0.012
     """How far into the cup's wall the wrist aims the palm (m): keeps the palm on the wall."""
-    grasp_height: float = 0.008
+    grasp_height: float = 0.0
     """Height of the palm's centre above the cup's centre (m)."""
     lift: float = 0.15
     """How far the expert lifts the cup before carrying it (m)."""
