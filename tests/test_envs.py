@@ -77,8 +77,8 @@ def test_unknown_task_and_override():
 
 
 def test_expert_success_on_grasp():
-    """The scripted expert is imperfect on grasp's heavy, slippery objects (0.30 measured over
-    1,351 episodes by `rfs demos`) but far from useless, over 64 envs."""
+    """The scripted expert is imperfect on grasp's heavy, slippery objects (0.33 over 1,210
+    episodes in `rfs pipeline --task grasp`) but far from useless, over 64 envs."""
     env = envs.make("grasp")
     reset, step = make_batched(env, NUM_ENVS)
     expert = make_expert("grasp", env)
