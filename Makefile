@@ -10,7 +10,7 @@ ARGS    ?=
 # RL budget of `make run`: sized so that the whole pipeline fits in about 20 minutes on 2 CPU cores.
 RUN_STEPS ?= 200000
 
-.PHONY: install install-gpu test test-slow lint format run bench demos base steer steer-cluster clean
+.PHONY: install install-gpu test test-slow lint format run bench bench-tasks demos base steer steer-cluster clean
 
 .venv/.installed: pyproject.toml
 	test -d .venv || python3 -m venv .venv
@@ -45,6 +45,10 @@ run: install
 bench: install
 	$(RFS) bench --task $(TASK) --num-envs 256 --json $(RUNS)/bench/$(TASK)_256.json
 	$(RFS) bench --task $(TASK) --num-envs 1024 --json $(RUNS)/bench/$(TASK)_1024.json
+
+# Env-only rates of every task in one process, relative to grasp (issue 6's table).
+bench-tasks: install
+	$(RFS) bench-tasks --num-envs 1024 --json $(RUNS)/bench/tasks_1024.json
 
 demos: install
 	$(RFS) demos --task $(TASK) --num $(NUM) --out $(RUNS)/$(TASK)/demos.hdf5

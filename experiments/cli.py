@@ -1,4 +1,4 @@
-"""The ``rfs`` command line: ``rfs demos | base | eval | steer | bench | pipeline``.
+"""The ``rfs`` command line: ``rfs demos | base | eval | steer | bench | bench-tasks | pipeline``.
 
 Each subcommand's ``--help`` comes from the docstrings below (tyro).
 """
@@ -120,6 +120,59 @@ def bench(args: BenchArgs) -> dict:
     return result
 
 
+@dataclasses.dataclass
+class BenchTasksArgs:
+    """Env-only control steps/s of several tasks in one process (so their ratios share one
+    machine state), with each task's contact pairs and degrees of freedom; prints a table
+    relative to the first task and writes JSON."""
+
+    tasks: tuple[str, ...] = ()
+    """Tasks to measure (default: grasp first, then every other registered task)."""
+    num_envs: int = 1024
+    """Batch of parallel envs."""
+    steps: int = 20
+    """Control steps per timed call."""
+    json: Path | None = None
+    """Write the results here as JSON (``num_envs`` and ``tasks``, one entry per task)."""
+
+
+def bench_tasks(args: BenchTasksArgs) -> list[dict]:
+    from rich.table import Table
+
+    import envs
+    from rfs_jax.bench import bench_env
+
+    names = args.tasks or ("grasp", *(t for t in envs.tasks() if t != "grasp"))
+    for name in names:
+        envs.default_config(name)  # an unknown name fails here, before anything compiles
+    results = []
+    for name in names:
+        console.print(f"{name}: compiling and timing {args.num_envs} envs ...")
+        env = envs.make(name)
+        m = env.mj_model
+        r = {"task": name, "contact_pairs": int(m.npair), "dofs": int(m.nv)}
+        results.append({**r, **bench_env(env, args.num_envs, steps=args.steps)})
+    ref = results[0]
+    table = Table(title=f"env-only control steps/s @ {args.num_envs} envs on {ref['device']}")
+    for column in ("task", "env steps/s", f"vs {ref['task']}", "pairs", "dofs", "compile s"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    vs = f"vs_{ref['task']}"
+    for r in results:
+        r[vs] = r["env_steps_per_s"] / ref["env_steps_per_s"]
+        table.add_row(
+            r["task"],
+            f"{r['env_steps_per_s']:,.0f}",
+            f"{r[vs]:.2f}",
+            str(r["contact_pairs"]),
+            str(r["dofs"]),
+            f"{r['compile_s']:.0f}",
+        )
+    console.print(table)
+    if args.json:
+        write_json(args.json, {"num_envs": args.num_envs, "tasks": results})
+    return results
+
+
 def _base_command():
     from experiments.base import BaseArgs, base
 
@@ -136,6 +189,7 @@ COMMANDS = {
     "demos": (DemosArgs, demos),
     "base": _base_command(),
     "bench": (BenchArgs, bench),
+    "bench-tasks": (BenchTasksArgs, bench_tasks),
     "steer": (SteerArgs, steer),
     "eval": (EvalArgs, evaluate),
     "pipeline": _pipeline_command(),

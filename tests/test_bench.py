@@ -75,3 +75,32 @@ def test_brax_settings_match_the_preset():
     assert s["batch_size"] * s["num_minibatches"] == 256
     with pytest.raises(ValueError, match="divisible"):
         brax_ppo_settings(2, PPOConfig(minibatch_size=4), SteeringConfig(), exec_horizon=2)
+
+
+def test_bench_tasks_table_and_json(monkeypatch, tmp_path):
+    """`rfs bench-tasks`: one row per task relative to the first, with the models' real contact
+    pairs and dofs (the timing itself is stubbed: each task's MJX step takes minutes to
+    compile here)."""
+    import json
+
+    from experiments.cli import BenchTasksArgs, bench_tasks
+
+    rates = {"grasp": 1000.0, "pack": 500.0}
+    monkeypatch.setattr(
+        bench,
+        "bench_env",
+        lambda env, n, steps: {
+            "device": "cpu",
+            "env_steps_per_s": rates[type(env).__name__.lower()],
+            "compile_s": 1.0,
+        },
+    )
+    out = tmp_path / "tasks.json"
+    results = bench_tasks(BenchTasksArgs(tasks=("grasp", "pack"), num_envs=4, json=out))
+    assert [r["task"] for r in results] == ["grasp", "pack"]
+    assert results[1]["vs_grasp"] == 0.5 and results[0]["vs_grasp"] == 1.0
+    # pack adds a box of four walls to grasp's contacts
+    assert results[1]["contact_pairs"] > results[0]["contact_pairs"] > 0
+    assert json.loads(out.read_text())["tasks"][1]["dofs"] == results[1]["dofs"]
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        bench_tasks(BenchTasksArgs(tasks=("grasp", "nope")))
