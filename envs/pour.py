@@ -9,20 +9,29 @@ other.
 
 The cup is one free body: a bottom and four walls (boxes) that hold the balls, and a box "hull"
 spanning the same outside that is the only cup geom the hand and the table touch (the balls never
-touch it). The balls slide on the cup (``BallConfig.cup_friction``) and their joints' damping
-acts as rolling resistance, so a spilled ball stops on the table. The bowl is four static walls
-on the table (the table is its bottom) at a pose drawn per episode (``envs.fixtures.place``).
+touch it). Each ball is a sphere on three slide joints (x, y, z; its qpos is its centre) with
+frictionless contacts (condim 1): a ball's rotation does nothing without friction, so it has none,
+and the slide joints' damping is a drag that stops a spilled ball on the table. The bowl is four
+static walls on the table (the table is its bottom) at a pose drawn per episode
+(``envs.fixtures.place``).
 Success: at least ``success_fraction`` of the balls have their centres inside the bowl's walls,
 below its rim and out of the cup; the episode ends on success.
 
-Contact pairs (default, 5 balls): 74, against grasp's 28 -- the hand's 9 pad geoms against the
-hull, the hull and the 4 fingertips against the table, and per ball the table, the cup's bottom
-and 4 walls and the bowl's 4 walls (10, sphere-box or sphere-plane, one contact each), plus
-ball-ball (10): 88 potential contacts and 58 degrees of freedom (grasp: 28). The cup and the
-hand pass through the bowl, and the balls through the hand. Measured throughput (``rfs_jax.bench
-.bench_env``, 20 steps after compile, 256 envs, on the shared 2-core CPU while four other jobs
-ran): 29 control steps/s; pour is slower than grasp because every ball is a free body with ten
-contact pairs, and the task needs several balls to make a fraction poured meaningful.
+Contact pairs (default, 4 balls): 60, against grasp's 14 -- the hand's 9 pad geoms against the
+hull, the hull and the 4 fingertips against the table (as grasp), and per ball the table, the
+cup's bottom and 4 walls and the bowl's 4 walls (10, sphere-box or sphere-plane), plus ball-ball
+(6): 74 potential contacts (grasp 28), of which the balls' 46 are frictionless, one constraint row
+each, so 158 contact rows (grasp 112), and 40 degrees of freedom (grasp 28). The cup and the hand
+pass through the bowl, and the balls through the hand.
+
+Measured throughput, ``rfs_jax.bench.bench_env(envs.make(task), 256)`` for grasp then pour in
+one process (50 random-action control steps after compile, best of two, 256 envs, on the shared
+2-core CPU with other jobs running, load average about 4.5): pour 426 control steps/s, grasp
+914, a ratio of 2.15 -- a little over the project's 2x. The difference is the balls (not
+profiled further): 12 more dofs in a dense Newton solve (40 against 28) and 46 more contacts,
+each one frictionless row (158 rows against 112). With five free-jointed balls and friction on
+every ball contact (74 pairs, 88 potential contacts of 4 rows each, 58 dofs) pour ran 29 steps/s
+against grasp's 585 (two other loaded runs), some 20 times slower.
 """
 
 from __future__ import annotations
@@ -124,25 +133,29 @@ class BowlConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BallConfig:
-    """The balls, placed inside the cup at the start."""
+    """The balls, placed inside the cup at the start.
 
-    num: int = 5
-    """Number of balls (each adds a free body and 10 contact pairs, plus one per other ball)."""
+    Each ball is a sphere on three slide joints (x, y, z: 3 dofs, no rotation) whose contacts
+    (table, the cup's bottom and walls, the bowl's walls, the other balls) are frictionless
+    (condim 1, one constraint row each): without friction a ball's spin would do nothing."""
+
+    num: int = 4
+    """Number of balls (each adds 3 dofs and 10 contact pairs, plus one per other ball)."""
     radius: float = 0.011
     """Ball radius (m)."""
     mass: float = 0.008
     """Ball mass (kg)."""
-    damping: float = 0.001
-    """Damping of the balls' free joints. On the rotation it acts as rolling resistance, so
-    a spilled ball stops instead of rolling off the table forever (no condim-6 contacts)."""
+    damping: float = 0.04
+    """Damping of the balls' slide joints (N s / m): a drag on the ball's velocity with a time
+    constant of (mass + armature) / damping (0.2 s), so that a spilled ball, which nothing else
+    slows on the frictionless table, stops within 0.2 s times its speed (0.1 m from 0.5 m/s).
+    It also caps the fall at g mass / damping (2 m/s; a ball poured from 0.1 m lands at about
+    1.1 m/s, against 1.4 without it)."""
     armature: float = 2e-4
-    """Armature of the balls' free joints: keeps the rotational damping stable under the
-    explicit integrator."""
+    """Armature of the balls' slide joints (kg): inertia added to the mass. Under the explicit
+    integrator keep sim_dt * damping / (mass + armature) well below 1."""
     jitter: float = 0.003
     """Half-range of the uniform noise on each ball's start position in the cup (m)."""
-    cup_friction: float = 0.3
-    """Sliding friction between the balls and the cup (a glazed cup: with the rolling
-    resistance they need to slide out once it is tipped)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +189,8 @@ class PourConfig:
                 f"{self.balls.num} balls of radius {self.balls.radius} do not fit in the cup "
                 f"({per_layer} per layer, {room:.3f} m of room)"
             )
-        if self.cup.inner_half < 2 * self.balls.radius + self.balls.jitter:
+        # Two balls side by side, each jittered towards the other, must not overlap.
+        if self.cup.inner_half < 2 * (self.balls.radius + self.balls.jitter) - 1e-9:
             raise ValueError(
                 f"the cup's inner half-width {self.cup.inner_half} must hold two balls side by "
                 f"side (radius {self.balls.radius}, jitter {self.balls.jitter})"
@@ -221,9 +235,15 @@ def _cup_xml(cup: CupConfig) -> str:
 
 
 def _ball_xml(name: str, balls: BallConfig) -> str:
+    """A ball at the world origin on slide joints along x, y, z: its qpos is its centre."""
+    joints = "".join(
+        f'<joint name="{name}_{a}" type="slide" axis="{axis}" damping="{balls.damping}"'
+        f' armature="{balls.armature}"/>'
+        for a, axis in (("x", "1 0 0"), ("y", "0 1 0"), ("z", "0 0 1"))
+    )
     return f"""
-    <body name="{name}" pos="0 0 0.1">
-      <joint name="{name}" type="free" damping="{balls.damping}" armature="{balls.armature}"/>
+    <body name="{name}">
+      {joints}
       <geom name="{name}" type="sphere" size="{balls.radius}" mass="{balls.mass}"
             rgba="0.9 0.8 0.1 1"/>
     </body>"""
@@ -246,26 +266,29 @@ class Pour(HandEnv):
         for i, b in enumerate(balls):
             pairs += [(b, g) for g in ("table", *CUP_INNER, *BOWL, *balls[i + 1 :])]
         super().__init__(config.hand, (), extra_world=world, extra_pairs=pairs)
-        # The cup and the balls are written here rather than as ``ObjectSpec``s (one geom each),
-        # so index them as ``HandEnv`` indexes its objects.
+        # The cup is written here rather than as an ``ObjectSpec`` (it has six geoms), so index it
+        # as ``HandEnv`` indexes its objects. The balls are not in ``self._obj``: that is for
+        # free bodies (``object_pose``, ``initial_data`` and ``guard`` read a position and a
+        # quaternion there), and a ball is three slide joints.
         m = self.mj_model
-        for name in ("cup", *balls):
-            geom = m.geom(name).id
-            self._obj[name] = dict(
-                qadr=int(m.jnt_qposadr[m.joint(name).id]),
-                vadr=int(m.jnt_dofadr[m.joint(name).id]),
-                body=int(m.body(name).id),
-                geom=geom,
-                pairs=np.flatnonzero((m.pair_geom1 == geom) | (m.pair_geom2 == geom)),
-            )
+        geom = m.geom("cup").id
+        self._obj["cup"] = dict(
+            qadr=int(m.jnt_qposadr[m.joint("cup").id]),
+            vadr=int(m.jnt_dofadr[m.joint("cup").id]),
+            body=int(m.body("cup").id),
+            geom=geom,
+            pairs=np.flatnonzero((m.pair_geom1 == geom) | (m.pair_geom2 == geom)),
+        )
         self._balls = balls
-        self._ball_qadr = np.array([self._obj[b]["qadr"] for b in balls])[:, None] + np.arange(3)
+        slides = np.array([[m.joint(f"{b}_{a}").id for a in "xyz"] for b in balls])
+        self._ball_qadr = m.jnt_qposadr[slides]  # [N, 3]
+        self._ball_vadr = m.jnt_dofadr[slides]  # [N, 3]
         self._bowl = np.array([m.geom(n).id for n in BOWL])
         self._bowl_pos = jnp.array([pos for _, pos in bowl])
         self._cup_mass = float(m.body_mass[self._obj["cup"]["body"]])
-        inner = [m.geom(g).id for g in CUP_INNER]
-        glazed = np.isin(m.pair_geom1, inner) | np.isin(m.pair_geom2, inner)
-        m.pair_friction[glazed, :2] = config.balls.cup_friction
+        # Every ball contact is frictionless: one constraint row instead of the pyramid's four.
+        ball_geoms = [m.geom(b).id for b in balls]
+        m.pair_dim[np.isin(m.pair_geom1, ball_geoms) | np.isin(m.pair_geom2, ball_geoms)] = 1
         self.mjx_model = mjx.put_model(m)
 
     # ---- scene -----------------------------------------------------------------------------
@@ -318,11 +341,12 @@ class Pour(HandEnv):
             * cfg.bowl.yaw_range,
         }
         balls = self._ball_start(keys[6], cup_pos, cup_yaw)
-        identity = jnp.array([1.0, 0.0, 0.0, 0.0])
-        poses = {"cup": (cup_pos, fixtures.yaw_quat(cup_yaw))}
-        poses.update({b: (balls[i], identity) for i, b in enumerate(self._balls)})
         wrist = self.sample_wrist(keys[7], cfg.wrist_home, cfg.wrist_home_noise)
-        data = self.initial_data(self.model(info), wrist, poses)
+        model = self.model(info)
+        data = self.initial_data(model, wrist, {"cup": (cup_pos, fixtures.yaw_quat(cup_yaw))})
+        # The balls' slide joints take their centres; kinematics again so that the returned data
+        # has them there too (cheap next to a step: no collisions, no solve).
+        data = mjx.kinematics(model, data.replace(qpos=data.qpos.at[self._ball_qadr].set(balls)))
         info = {**info, "wrist_target": wrist, "t": jnp.zeros((), jnp.int32)}
         metrics = {
             "success": jnp.zeros(()),
@@ -358,6 +382,16 @@ class Pour(HandEnv):
         return pos + data.xmat[self._obj["cup"]["body"]][:, 2] * self.config.cup.height / 2
 
     # ---- the episode ---------------------------------------------------------------------------
+    def guard(
+        self, data: mjx.Data, previous: mjx.Data, reward: jax.Array
+    ) -> tuple[mjx.Data, jax.Array, jax.Array]:
+        """``HandEnv.guard`` (which checks the objects in ``self._obj``: the cup), and a ball
+        knocked off the workspace ends the episode too, with the same bounds."""
+        data, reward, ended = super().guard(data, previous, reward)
+        p = self.ball_pos(data)
+        out = (jnp.abs(p[:, 0]) > 0.4) | (jnp.abs(p[:, 1]) > 0.4) | (p[:, 2] < -0.05)
+        return data, reward, ended | jnp.any(out)
+
     @property
     def _reward_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(PourRewardConfig))

@@ -1,7 +1,8 @@
-"""Pour: the success rule and the scripted expert (one episode of 64 envs)."""
+"""Pour: the balls' layout, the success rule and the scripted expert (one episode of 64 envs)."""
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 
@@ -19,6 +20,11 @@ def env():
 
 
 @pytest.fixture(scope="module")
+def reset(env):
+    return jax.jit(env.reset)
+
+
+@pytest.fixture(scope="module")
 def batched(env):
     return make_batched(env, NUM_ENVS)
 
@@ -32,32 +38,69 @@ def _with_balls(env, state, local):
     return state.pipeline_state.replace(qpos=qpos)
 
 
-def test_success_rule_counts_balls_inside_the_bowl_only(env):
-    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
+def test_balls_are_frictionless_slide_joints(env, reset):
+    """Each ball: 3 slide dofs whose qpos is its centre, and only condim-1 contact pairs."""
+    m = env.mj_model
+    bodies = np.array([m.body(b).id for b in env._balls])
+    assert env._ball_qadr.shape == (env.config.balls.num, 3)
+    for b, qadr in zip(bodies, env._ball_qadr, strict=True):
+        assert m.body_dofnum[b] == 3 and m.body_jntnum[b] == 3
+        joints = range(m.body_jntadr[b], m.body_jntadr[b] + 3)
+        assert all(m.jnt_type[j] == mujoco.mjtJoint.mjJNT_SLIDE for j in joints)
+        np.testing.assert_array_equal(qadr, [m.jnt_qposadr[j] for j in joints])
+    geoms = [m.geom(b).id for b in env._balls]
+    ball = np.isin(m.pair_geom1, geoms) | np.isin(m.pair_geom2, geoms)
+    assert ball.sum() > 0 and np.all(m.pair_dim[ball] == 1) and np.all(m.pair_dim[~ball] == 3)
+    # Reset leaves the kinematics consistent with the balls' qpos.
+    d = reset(jax.random.PRNGKey(1)).pipeline_state
+    np.testing.assert_allclose(env.ball_pos(d), d.xpos[bodies], atol=1e-6)
+
+
+def test_success_rule_counts_balls_inside_the_bowl_only(env, reset):
+    state = reset(jax.random.PRNGKey(0))
+    assert env.config.balls.num == 4 and env.config.success_fraction == 0.7
     r, inner, rim = env.config.balls.radius, env.config.bowl.inner_half, env.config.bowl.rim_height
     inside = [0.0, 0.0, r]
     on_table = [inner + 0.05, 0.0, r]  # outside the walls
     above = [0.0, 0.0, rim + 0.02]  # over the bowl, above its rim
     corner = [inner - 0.01, -(inner - 0.01), r]
-    local = jnp.array([inside, corner, inside, on_table, above])
+    local = jnp.array([inside, corner, on_table, above])
     in_bowl, spilled = env.balls_in_bowl(_with_balls(env, state, local), state.info)
-    np.testing.assert_array_equal(np.asarray(in_bowl), [True, True, True, False, False])
-    np.testing.assert_array_equal(np.asarray(spilled), [False, False, False, True, False])
-    # 3 of 5 is short of the default 0.7; 4 of 5 is enough.
+    np.testing.assert_array_equal(np.asarray(in_bowl), [True, True, False, False])
+    np.testing.assert_array_equal(np.asarray(spilled), [False, False, True, False])
+    # 2 of 4 is short of the default 0.7; 3 of 4 is enough.
     assert float(jnp.mean(in_bowl)) < env.config.success_fraction
-    local = local.at[4].set(jnp.array(corner))
+    local = local.at[3].set(jnp.array(corner))
     in_bowl, _ = env.balls_in_bowl(_with_balls(env, state, local), state.info)
-    assert float(jnp.mean(in_bowl)) >= env.config.success_fraction
+    assert float(jnp.mean(in_bowl)) == 0.75 >= env.config.success_fraction
 
 
-def test_balls_start_in_the_cup(env):
-    state = jax.jit(env.reset)(jax.random.PRNGKey(1))
+def test_balls_start_in_the_cup(env, reset):
+    state = reset(jax.random.PRNGKey(1))
     in_bowl, spilled = env.balls_in_bowl(state.pipeline_state, state.info)
     assert not np.any(np.asarray(in_bowl)) and not np.any(np.asarray(spilled))
 
 
+def test_a_spilled_ball_stops_on_the_table(env, reset):
+    """On the frictionless table only the slide joints' drag slows a ball: one thrown out at
+    0.5 m/s from 0.1 m up stops within about damping / mass of that (C MuJoCo, same model)."""
+    m, d = env.mj_model, mujoco.MjData(env.mj_model)
+    state = reset(jax.random.PRNGKey(2))
+    d.qpos[:] = np.asarray(state.pipeline_state.qpos)
+    d.ctrl[:] = np.asarray(state.pipeline_state.ctrl)
+    qadr, vadr = env._ball_qadr[0], env._ball_vadr[0]
+    d.qpos[qadr] = [0.3, 0.3, 0.1]  # clear of the cup, the bowl (at the origin here), the hand
+    d.qvel[vadr] = [-0.5, 0.0, 0.0]
+    for _ in range(round(2.0 / m.opt.timestep)):
+        mujoco.mj_step(m, d)
+    assert np.abs(d.qvel[vadr]).max() < 1e-3, d.qvel[vadr]
+    assert 0.05 < 0.3 - d.qpos[qadr[0]] < 0.2, d.qpos[qadr]
+    assert abs(d.qpos[qadr[2]] - env.config.balls.radius) < 2e-3, d.qpos[qadr]
+
+
 def test_expert_pours_with_both_sides(env, batched):
-    """One episode of 64 envs: the expert pours often enough and uses both pouring sides."""
+    """One episode of 64 envs: the expert pours often enough (0.78 here when written) and uses
+    both pouring sides."""
     reset, step = batched
     expert = make_expert("pour", env)
     act = jax.jit(jax.vmap(expert.act))
@@ -73,6 +116,6 @@ def test_expert_pours_with_both_sides(env, batched):
         ended = (np.asarray(state.done) > 0) & ~done
         success[ended] = np.asarray(state.metrics["success"])[ended]
         done |= ended
-    assert success.mean() >= 0.4, success.mean()
+    assert success.mean() >= 0.65, success.mean()
     for s in (0, 1):
         assert success[side == s].sum() > 0, f"side {s} never poured"

@@ -6,11 +6,12 @@ next to it, the hand rolled +1.5 rad (index finger up) or -1.5 rad (index finger
 pour that rolls the wrist through level to 0.9 rad the other way (2.4 rad of tipping; the balls
 need more than 90 degrees, which the wrist alone cannot give). The grasp yaw is chosen among the
 cup's four symmetric ones so that the pour faces the bowl. The expert lifts the cup, carries it
-to where the lip on the pouring side will end up over the bowl once tipped (a rotation about the
-hand's x axis through the wrist, predicted from where the cup sits in the hand), and rolls the
-wrist through while keeping that lip over the bowl. The two sides leave the hand in mirrored
-poses turning opposite ways: the demonstrations are bimodal. Noise on the grasp, the aim, the
-timing and the actions make it imperfect.
+to where the lip on the pouring side will be over the bowl once the cup is tipped far enough for
+the (frictionless) balls to slide out (a rotation about the hand's x axis through the wrist,
+predicted from where the cup sits in the hand), and rolls the wrist through, holding it where
+that prediction puts the lip over the bowl. The two sides leave the hand in mirrored poses
+turning opposite ways: the demonstrations are bimodal. Noise on the grasp, the aim, the timing
+and the actions make it imperfect.
 """
 
 from __future__ import annotations
@@ -38,14 +39,18 @@ class PourExpertConfig:
     the wrist stops at 1.6)."""
     pour_roll: float = 0.9
     """Roll past level, the other way, that the wrist turns to when pouring (rad)."""
+    aim_roll: float = 0.2
+    """Roll past level, towards the pour, at which the lip is held over the bowl (rad): about
+    where the frictionless balls slide out of the cup (tipped some 100 degrees). The wrist rolls
+    on to ``pour_roll`` to empty the cup."""
     press: float = 0.012
     """How far into the cup's wall the wrist aims the palm (m): keeps the palm on the wall."""
     grasp_height: float = 0.0
     """Height of the palm's centre above the cup's centre (m)."""
     lift: float = 0.15
     """How far the expert lifts the cup before carrying it (m)."""
-    lip_height: float = 0.14
-    """Height of the tipped cup's lip above the table (m)."""
+    lip_height: float = 0.11
+    """Height of the lip above the table at ``aim_roll`` (m)."""
     pour_speed: float = 0.6
     """Fraction of the largest wrist rotation step used while pouring."""
     xy_noise: float = 0.006
@@ -178,12 +183,13 @@ class PourExpert:
         hover = grasp + hand_rot @ jnp.array([0.0, 0.0, 0.06])
 
         # Carry and pour: where the wrist must be for the lip to sit over the bowl once the
-        # wrist has rolled to the pouring roll (a rotation about the hand's x through the wrist).
+        # wrist has rolled to ``aim_roll``, where the balls leave the cup (a rotation about the
+        # hand's x through the wrist).
         lip = self._lip(carry, cup, cup_rot)
         axis = _rot_z(q[3]) @ jnp.array([1.0, 0.0, 0.0])
-        final = _rotate(axis, -sign * cfg.pour_roll - q[5], lip - q[:3])
+        tipped = _rotate(axis, -sign * cfg.aim_roll - q[5], lip - q[:3])
         aim = jnp.concatenate([bowl + off[4:], jnp.array([cfg.lip_height])])
-        over = aim - final
+        over = aim - tipped
         lifted = q[:3].at[2].set(grasp[2] + cfg.lift)
         # Carry high (the cup hangs below the wrist until it is tipped), then pour.
         carry_to = over.at[2].max(lifted[2])
