@@ -68,7 +68,11 @@ def collect_demos(
 ) -> DemoSet:
     """Collect ``num`` episodes (successful ones only unless ``keep_failures``) in batch.
 
-    The expert's success rate over every finished episode is recorded in the result."""
+    The expert's success rate is recorded in the result, over every episode begun before the
+    ``num``-th demo was kept: those still running then are stepped to their end and counted
+    (not kept). Counting only the episodes finished by then would favour successes, which end
+    early while failures run to the time limit (100 demos from 128 envs would all be
+    successes before the first failure ended)."""
     if num <= 0:
         raise ValueError(f"num must be positive, got {num}")
     reset, step = make_batched(env, num_envs)
@@ -80,9 +84,11 @@ def collect_demos(
     kept: list[Episode] = []
     finished = successes = 0
     max_episodes = max_episodes or 50 * num
+    counting = np.ones(num_envs, bool)  # this env's running episode is still to be counted
     with _progress(progress, num) as bar:
         task_id = bar.add_task("collecting", total=num, expert="-")
-        while len(kept) < num and finished < max_episodes:
+        while counting.any() and finished < max_episodes:
+            draining = len(kept) >= num
             key, k_act = jax.random.split(key)
             carry, action = act(carry, state, jax.random.split(k_act, num_envs))
             nxt = step(state, action)
@@ -98,13 +104,16 @@ def collect_demos(
                 ep["dones"].append(done[b])
                 if done[b] > 0:
                     ok = bool(success[b] > 0)
-                    finished += 1
-                    successes += ok
+                    if counting[b]:
+                        finished += 1
+                        successes += ok
                     if (ok or keep_failures) and len(kept) < num:
                         kept.append(
                             Episode(*(np.asarray(ep[k], np.float32) for k in ep), success=ok)
                         )
                     current[b] = _empty()
+                    # Once the demos are in, the episodes begun from now on are not counted.
+                    counting[b] &= not (draining or len(kept) >= num)
             bar.update(
                 task_id,
                 completed=len(kept),
