@@ -420,31 +420,18 @@ class Pour(HandEnv):
             "success": success.astype(jnp.float32),
             "action": -jnp.mean(a * a),
         }
-        rewards = {k: v * getattr(cfg.reward, k) for k, v in terms.items()}
         t = info["t"] + 1
-        r = cfg.reward
-        steps_left = jnp.maximum(cfg.episode_length - t, 0).astype(jnp.float32)
-        rewards["success"] = rewards["success"] + success * steps_left * (
-            r.reach + r.contact + r.lift + r.carry + r.pour
-        )
-        reward = sum(rewards.values())
-        data, reward, ended = self.guard(data, state.pipeline_state, reward)
-
+        shaping = ("reach", "contact", "lift", "carry", "pour")
+        rewards = self.score(terms, cfg.reward, success, t, shaping)
         info = {**info, "wrist_target": target, "t": t}
-        metrics = {
-            "success": success.astype(jnp.float32),
-            "poured": poured,
-            "spilled": -terms["spill"],
-            **{f"reward/{k}": v for k, v in rewards.items()},
-        }
-        obs = self._obs(data, info, flags, poured)
-        return state.replace(
-            pipeline_state=data,
-            obs=obs,
-            reward=reward,
-            done=(success | ended).astype(jnp.float32),
-            metrics=metrics,
-            info=info,
+        return self.end_step(
+            state,
+            data,
+            rewards,
+            success,
+            info,
+            {"poured": poured, "spilled": -terms["spill"]},
+            lambda d: self._obs(d, info, flags, poured),
         )
 
     def _obs(self, data: mjx.Data, info: dict, touching: jax.Array, poured: jax.Array):

@@ -210,32 +210,18 @@ class PushToGrasp(HandEnv):
             "success": success.astype(jnp.float32),
             "action": -jnp.mean(a * a),
         }
-        rewards = {k: v * getattr(cfg.reward, k) for k, v in terms.items()}
         t = info["t"] + 1
-        r = cfg.reward
-        steps_left = jnp.maximum(cfg.episode_length - t, 0).astype(jnp.float32)
-        rewards["success"] = rewards["success"] + success * steps_left * (
-            r.reach + r.push + r.contact + r.lift
-        )
-        reward = sum(rewards.values())
-
-        data, reward, ended = self.guard(data, state.pipeline_state, reward)
-
+        shaping = ("reach", "push", "contact", "lift")
+        rewards = self.score(terms, cfg.reward, success, t, shaping)
         info = {**info, "wrist_target": target, "hold": hold, "t": t}
-        metrics = {
-            "success": success.astype(jnp.float32),
-            "height": height,
-            "clearance": clearance,
-            **{f"reward/{k}": v for k, v in rewards.items()},
-        }
-        obs = self._obs(data, info, touching=flags)
-        return state.replace(
-            pipeline_state=data,
-            obs=obs,
-            reward=reward,
-            done=(success | ended).astype(jnp.float32),
-            metrics=metrics,
-            info=info,
+        return self.end_step(
+            state,
+            data,
+            rewards,
+            success,
+            info,
+            {"height": height, "clearance": clearance},
+            lambda d: self._obs(d, info, touching=flags),
         )
 
     def _obs(self, data: mjx.Data, info: dict, touching: jax.Array) -> jax.Array:

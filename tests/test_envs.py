@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import envs
-from envs.experts import make_expert
 from rfs_jax.demos import make_batched
+
+from episodes import run_expert
 
 NUM_ENVS = 64  # the batch demo collection uses by default: one compiled step serves both
 
@@ -81,24 +82,8 @@ def test_expert_success_on_grasp():
     episodes in `rfs pipeline --task grasp`) but far from useless, over 64 envs."""
     env = envs.make("grasp")
     reset, step = make_batched(env, NUM_ENVS)
-    expert = make_expert("grasp", env)
-    act = jax.jit(jax.vmap(expert.act))
-    state = reset(jax.random.PRNGKey(0))
-    carry = jax.vmap(expert.init)(jax.random.split(jax.random.PRNGKey(1), NUM_ENVS))
-    finished = np.zeros(NUM_ENVS, bool)
-    success = np.zeros(NUM_ENVS)
-    styles = None
-    key = jax.random.PRNGKey(2)
-    for _ in range(env.config.episode_length):
-        key, k = jax.random.split(key)
-        carry, a = act(carry, state, jax.random.split(k, NUM_ENVS))
-        if styles is None:
-            styles = np.asarray(carry["style"])
-        state = step(state, a)
-        done = np.asarray(state.done) > 0
-        success = np.where(finished, success, np.asarray(state.metrics["success"]))
-        finished |= done
-    assert finished.all()
+    success, plan, _ = run_expert("grasp", env, reset, step, seed=0, plan=("style",))
+    styles = plan["style"]
     rate = success.mean()
     assert 0.1 <= rate <= 0.6, rate
     # Both grasp styles are used and both succeed: the demonstrations are multimodal.

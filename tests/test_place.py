@@ -2,14 +2,13 @@
 putting the object on its goal by hand."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import envs
-from envs.experts import make_expert
-from envs.hand.base import fingers_to_action
 from rfs_jax.demos import make_batched
+
+from episodes import first_success, put_object_at, run_expert
 
 NUM_ENVS = 64  # the batch of tests/test_envs.py: the compiled step is shared through the cache
 PLACE_TASKS = ("pick_place", "stack")
@@ -26,42 +25,13 @@ def _goal(env, state):
     return jax.vmap(env.goal)(state.pipeline_state, state.info)
 
 
-def _put_object_at(env, state, pos):
-    """Teleport the carried object of every env to ``pos`` [B, 3], upright and still."""
-    adr = env._obj["object"]["qadr"]
-    vadr = env._obj["object"]["vadr"]
-    data = state.pipeline_state
-    qpos = (
-        data.qpos.at[:, adr : adr + 3]
-        .set(pos)
-        .at[:, adr + 3 : adr + 7]
-        .set(jnp.array([1.0, 0.0, 0.0, 0.0]))
-    )
-    qvel = data.qvel.at[:, vadr : vadr + 6].set(0.0)
-    return state.replace(pipeline_state=data.replace(qpos=qpos, qvel=qvel))
-
-
-def _hold_still(env, state, step, steps):
-    """Step with the hand up and its fingers straight; the first step each env succeeds."""
-    a = jnp.concatenate(
-        [jnp.array([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]), fingers_to_action(jnp.zeros(16))]
-    )
-    a = jnp.broadcast_to(a, (NUM_ENVS, env.action_size))
-    first = np.full(NUM_ENVS, -1)
-    for i in range(steps):
-        state = step(state, a)
-        ok = np.asarray(state.metrics["success"]) > 0
-        first = np.where((first < 0) & ok, i + 1, first)
-    return first
-
-
 def test_success_when_placed_released_and_still(batched):
     task, env, reset, step = batched
     state = reset(jax.random.PRNGKey(0))
     goal = _goal(env, state)
     # A few millimetres up: the object drops onto its goal and settles there.
-    state = _put_object_at(env, state, goal.at[:, 2].add(0.002))
-    first = _hold_still(env, state, step, env.config.settle_steps + 10)
+    state = put_object_at(env, state, goal.at[:, 2].add(0.002))
+    first = first_success(env, state, step, env.config.settle_steps + 10)
     assert (first > 0).mean() >= 0.95, first
     assert np.all(first[first > 0] >= env.config.settle_steps)
 
@@ -74,7 +44,7 @@ def test_no_success_away_from_the_goal(batched):
         :, env._obj["object"]["qadr"] : env._obj["object"]["qadr"] + 3
     ]
     assert np.all(np.linalg.norm(np.asarray(start - _goal(env, state))[:, :2], axis=1) > 0.05)
-    first = _hold_still(env, state, step, env.config.settle_steps + 5)
+    first = first_success(env, state, step, env.config.settle_steps + 5)
     assert np.all(first < 0)
 
 
@@ -122,30 +92,14 @@ def test_stack_contact_pairs_and_scene():
     assert np.all(np.asarray(states.info["base_mass"]) > np.asarray(states.info["obj_mass"]))
 
 
-# The place expert's success is below the 0.6-0.9 aimed for (the README says why); these bounds
-# are what it reaches on these seeds with some margin, so that a regression shows.
-EXPERT_SUCCESS = {"pick_place": (0.4, 0.95), "stack": (0.08, 0.95)}
+# On these seeds the place expert reaches 0.656 on pick_place and 0.438 on stack (below the 0.6
+# aimed for: the README says why); the bounds leave a margin so that a regression shows.
+EXPERT_SUCCESS = {"pick_place": (0.5, 0.9), "stack": (0.3, 0.9)}
 
 
 def test_expert_places_with_both_grasps(batched):
     task, env, reset, step = batched
-    expert = make_expert(task, env)
-    act = jax.jit(jax.vmap(expert.act))
-    state = reset(jax.random.PRNGKey(2))
-    carry = jax.vmap(expert.init)(jax.random.split(jax.random.PRNGKey(3), NUM_ENVS))
-    finished = np.zeros(NUM_ENVS, bool)
-    success = np.zeros(NUM_ENVS)
-    plan = None
-    key = jax.random.PRNGKey(4)
-    for _ in range(env.config.episode_length):
-        key, k = jax.random.split(key)
-        carry, a = act(carry, state, jax.random.split(k, NUM_ENVS))
-        if plan is None:
-            plan = {k: np.asarray(carry[k]) for k in ("style", "carry_h")}
-        state = step(state, a)
-        success = np.where(finished, success, np.asarray(state.metrics["success"]))
-        finished |= np.asarray(state.done) > 0
-    assert finished.all()
+    success, plan, _ = run_expert(task, env, reset, step, seed=2, plan=("style", "carry_h"))
     lo, hi = EXPERT_SUCCESS[task]
     assert lo <= success.mean() <= hi, success.mean()
     # Both grasps and both carry heights are used, and each succeeds at times.

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import envs
-from envs.experts import make_expert
 from envs.hand.base import fingers_to_action
 from rfs_jax.demos import make_batched
+
+from episodes import run_expert
 
 NUM_ENVS = 64  # the batch of tests/test_envs.py: the compiled step is shared through the cache
 
@@ -68,25 +69,16 @@ def test_success_after_holding_at_lift_height(batched):
 
 def test_expert_pushes_both_ways_and_mostly_succeeds(batched):
     env, reset, step = batched
-    expert = make_expert("push_to_grasp", env)
-    act = jax.jit(jax.vmap(expert.act))
-    state = reset(jax.random.PRNGKey(2))
-    carry = jax.vmap(expert.init)(jax.random.split(jax.random.PRNGKey(3), NUM_ENVS))
-    finished = np.zeros(NUM_ENVS, bool)
-    success = np.zeros(NUM_ENVS)
-    cleared = np.zeros(NUM_ENVS, bool)
-    strategies = None
-    key = jax.random.PRNGKey(4)
-    for _ in range(env.config.episode_length):
-        key, k = jax.random.split(key)
-        carry, a = act(carry, state, jax.random.split(k, NUM_ENVS))
-        if strategies is None:
-            strategies = np.asarray(carry["strategy"])
-        state = step(state, a)
-        success = np.where(finished, success, np.asarray(state.metrics["success"]))
-        cleared |= ~finished & (np.asarray(state.metrics["clearance"]) > 0)
-        finished |= np.asarray(state.done) > 0
-    assert finished.all()
+    success, plan, cleared = run_expert(
+        "push_to_grasp",
+        env,
+        reset,
+        step,
+        seed=2,
+        plan=("strategy",),
+        watch=lambda state: state.metrics["clearance"] > 0,
+    )
+    strategies = plan["strategy"]
     assert 0.4 <= success.mean() <= 0.97, success.mean()
     # Every success pushed the object past a wall end first, and both directions work.
     assert np.all(cleared[success > 0])

@@ -9,13 +9,14 @@ inside ``step`` at ``sim_dt``; one ``step`` is one control step at ``ctrl_dt``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from brax.envs.base import Env
+from brax.envs.base import Env, State
 from mujoco import mjx
 
 from envs.hand import constants as C
@@ -290,6 +291,54 @@ class HandEnv(Env):
             out |= (jnp.abs(pos[0]) > 0.4) | (jnp.abs(pos[1]) > 0.4) | (pos[2] < -0.05)
         data = jax.tree.map(lambda new, old: jnp.where(finite, new, old), data, previous)
         return data, jnp.where(finite, reward, 0.0), out | ~finite
+
+    def score(
+        self,
+        terms: dict[str, jax.Array],
+        scales,
+        success: jax.Array,
+        t: jax.Array,
+        shaping: tuple[str, ...],
+    ) -> dict[str, jax.Array]:
+        """The named reward terms times their scales (fields of the task's reward config).
+
+        The success step also pays, on top of ``success``'s scale, the most the ``shaping``
+        terms could still have paid until the time limit (``episode_length`` control steps
+        after ``t``): ending an episode by succeeding must never earn less than hovering near
+        success until the end would."""
+        rewards = {k: v * getattr(scales, k) for k, v in terms.items()}
+        steps_left = jnp.maximum(self.config.episode_length - t, 0).astype(jnp.float32)
+        most = sum(getattr(scales, k) for k in shaping)
+        rewards["success"] = rewards["success"] + success * steps_left * most
+        return rewards
+
+    def end_step(
+        self,
+        state: State,
+        data: mjx.Data,
+        rewards: dict[str, jax.Array],
+        success: jax.Array,
+        info: dict,
+        metrics: dict[str, jax.Array],
+        observe: Callable[[mjx.Data], jax.Array],
+    ) -> State:
+        """The next ``State``: the summed reward and ``data`` through ``guard``, the observation
+        ``observe(data)`` of the guarded data, done on success or a guard's end, and the metrics
+        ``success``, the task's own and ``reward/<name>`` per term."""
+        reward = sum(rewards.values())
+        data, reward, ended = self.guard(data, state.pipeline_state, reward)
+        return state.replace(
+            pipeline_state=data,
+            obs=observe(data),
+            reward=reward,
+            done=(success | ended).astype(jnp.float32),
+            metrics={
+                "success": success.astype(jnp.float32),
+                **metrics,
+                **{f"reward/{k}": v for k, v in rewards.items()},
+            },
+            info=info,
+        )
 
     # ---- per-episode object randomisation ------------------------------------------------------
     def model_with_object(
