@@ -43,7 +43,10 @@ class StackConfig(PlaceConfig):
     base_hand_contacts: str = "tips"
     """Hand geoms the lower cube collides with: "tips" (fingertip pads), "hand" or "none"."""
     episode_length: int = 200
-    xy_tolerance: float = 0.02
+    xy_tolerance: float = 0.025
+    """Largest horizontal offset of the top cube's centre from the lower one's (m): within the
+    smallest lower cube's half-width (0.028), so the top cube's centre of mass is always over
+    the face it rests on."""
     z_tolerance: float = 0.01
     settle_time: float = 1.0
 

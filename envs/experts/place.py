@@ -41,6 +41,9 @@ class PlaceExpertConfig(GraspExpertConfig):
     there by friction."""
     open_steps: tuple[int, int] = (10, 14)
     """Range of control steps the hand takes to let go (faster moves the object more often)."""
+    release_wait: int = 0
+    """Control steps the opened hand stays still before it backs off (for a task whose success
+    needs the object at rest for longer than the opening takes)."""
     retreat: float = 0.08
     """How far the wrist backs off upwards per control step target (m; the step is bounded)."""
 
@@ -99,7 +102,7 @@ class PlaceExpert(GraspExpert):
                         (pos[2] < goal[2] + 0.003)
                         | ((pos[2] < goal[2] + 0.015) & (jnp.abs(vz) < 0.01))
                         | (t > 20),
-                        t >= carry["open_steps"] + 2,
+                        t >= carry["open_steps"] + 2 + cfg.release_wait,
                         False,
                     ]
                 ),
@@ -135,7 +138,11 @@ class PlaceExpert(GraspExpert):
         fingers_q = data.qpos[env._finger_qadr]
         starts_opening = (phase == 6) & (carry["phase_t"] == 0)
         carry = {**carry, "held": jnp.where(starts_opening, fingers_q, carry["held"])}
-        opening = jnp.clip(carry["phase_t"] / carry["open_steps"], 0.0, 1.0)
+        # Backing off (phase 7) keeps the fingers uncurled: its step counter restarts, and an
+        # opening read off it would snap the fingers back to the grip and fling the object.
+        opening = jnp.where(
+            phase >= 7, 1.0, jnp.clip(carry["phase_t"] / carry["open_steps"], 0.0, 1.0)
+        )
         alpha = jnp.stack([0.0, 0.0, self.closing(carry), 1.0, 1.0, 1.0, 0.0, 0.0])[phase]
         uncurled = carry["held"].at[_DISTAL_JOINTS].set(0.0)
         letting_go = carry["held"] + opening * (uncurled - carry["held"])
