@@ -47,8 +47,8 @@ from mujoco import mjx
 
 from envs import fixtures
 from envs.config import sample_away
-from envs.hand import constants as C
 from envs.hand.base import HandConfig, HandEnv
+from envs.hand.mjcf import hand_contact_geoms
 
 BOWL = tuple(f"bowl_wall{i}" for i in range(4))
 CUP_RGBA = "0.3 0.5 0.8 1"
@@ -197,13 +197,6 @@ class PourConfig:
             )
 
 
-def _hand_geoms(contact_set: str) -> list[str]:
-    """The hand geoms that touch objects, as ``envs.hand.mjcf.build_mjcf`` chooses them."""
-    if contact_set == "pads":
-        return ["palm", *(f"{f}_{g}" for f in C.FINGERS for g in ("med", "dist"))]
-    return ["palm", *(f"{f}_{g}" for f in C.FINGERS for g in ("prox", "med", "dist", "tip"))]
-
-
 def _cup_xml(cup: CupConfig) -> str:
     """The cup body: the hull (its geom carries the mass and is what the hand touches), the
     bottom and the walls (massless, what the balls touch)."""
@@ -262,7 +255,8 @@ class Pour(HandEnv):
         bowl = config.bowl.walls()
         world = "".join(fixtures.box_xml(n, size) for n, (size, _) in zip(BOWL, bowl, strict=True))
         world += _cup_xml(config.cup) + "".join(_ball_xml(b, config.balls) for b in balls)
-        pairs = [(g, "cup") for g in _hand_geoms(config.hand.contact_set)] + [("cup", "table")]
+        hand = hand_contact_geoms(config.hand.contact_set)
+        pairs = [(g, "cup") for g in hand] + [("cup", "table")]
         for i, b in enumerate(balls):
             pairs += [(b, g) for g in ("table", *CUP_INNER, *BOWL, *balls[i + 1 :])]
         super().__init__(config.hand, (), extra_world=world, extra_pairs=pairs)

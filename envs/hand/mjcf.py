@@ -123,17 +123,18 @@ def _object_xml(obj: ObjectSpec) -> str:
     </body>"""
 
 
+def hand_contact_geoms(contact_set: str) -> list[str]:
+    """The hand geoms that touch objects: the palm and, per finger, the medial and distal links
+    (``"pads"``) or every link and the tip."""
+    links = ("med", "dist") if contact_set == "pads" else ("prox", "med", "dist", "tip")
+    return ["palm", *(f"{f}_{g}" for f in C.FINGERS for g in links)]
+
+
 def build_mjcf(cfg, objects: tuple[ObjectSpec, ...], extra_world: str = "", extra_pairs=()) -> str:
     """The whole scene. ``extra_world`` adds static task geometry (targets, boxes, bowls);
     ``extra_pairs`` adds ``(geom1, geom2)`` collision pairs beyond the hand/object/table set."""
     pads = cfg.contact_set == "pads"
-    hand_geoms = ["palm"]
-    for f in C.FINGERS:
-        hand_geoms += (
-            [f"{f}_med", f"{f}_dist"]
-            if pads
-            else [f"{f}_prox", f"{f}_med", f"{f}_dist", f"{f}_tip"]
-        )
+    hand_geoms = hand_contact_geoms(cfg.contact_set)
     contact_geoms = {
         "hand": hand_geoms,
         "tips": [f"{f}_dist" if pads else f"{f}_tip" for f in C.FINGERS],
