@@ -1,6 +1,12 @@
 """``rfs pipeline``: demos -> flow base -> RFS (and, optionally, the baselines) -> evaluation,
 then a table of base vs steered success. Stages whose outputs exist are reused, so an
-interrupted pipeline picks up where it stopped (a steering run resumes from its checkpoint)."""
+interrupted pipeline picks up where it stopped (a steering run resumes from its checkpoint).
+
+Every policy is evaluated twice on the same episodes, so that base and RFS are compared like for
+like: *sampled* (the base with ``a0 ~ N(0, I)``, a steering policy sampled from its Gaussian) and
+*at the mean* (the base at ``a0 = 0``, a steering policy at its mean). An untrained steering
+head at its mean is exactly the base at ``a0 = 0``, so that column shows what RL added; the
+sampled column is what the policy did while it trained."""
 
 from __future__ import annotations
 
@@ -71,7 +77,8 @@ def pipeline(args: PipelineArgs) -> dict:
 
     base_dir = out / "base"
     base_eval = base_dir / "eval.json"
-    if args.fresh or not base_eval.exists():
+    base_trained = args.fresh or not base_eval.exists()
+    if base_trained:
         flow = FlowConfig()
         if args.flow_updates:
             flow = dataclasses.replace(flow, num_updates=args.flow_updates)
@@ -88,6 +95,13 @@ def pipeline(args: PipelineArgs) -> dict:
     else:
         console.print(f"reusing {base_dir}")
     summary["base"] = json.loads(base_eval.read_text())
+    summary["base_mean"] = _evaluation(
+        base_dir / "eval_mean.json",
+        base_trained,
+        lambda: evaluate_run(
+            base_dir, episodes=args.eval_episodes, deterministic=True, seed=args.seed + 1
+        ),
+    )
     summary["stages"]["base_s"] = time.time() - t0
 
     for mode in args.modes:
@@ -100,9 +114,18 @@ def pipeline(args: PipelineArgs) -> dict:
             changes["total_env_steps"] = args.total_env_steps
         resume = (run_dir / "config.json").exists() and not args.fresh
         steer(SteerArgs.from_preset(args.preset, resume=resume, overwrite=args.fresh, **changes))
-        result = evaluate_run(run_dir, episodes=args.eval_episodes, seed=args.seed + 1)
-        write_json(run_dir / "eval_final.json", result)
-        summary[mode] = result
+        # Always redone: the run may have trained on since the last evaluation.
+        for name, file, deterministic in (
+            (mode, "eval_final.json", True),
+            (f"{mode}_sampled", "eval_final_sampled.json", False),
+        ):
+            summary[name] = evaluate_run(
+                run_dir,
+                episodes=args.eval_episodes,
+                deterministic=deterministic,
+                seed=args.seed + 1,
+            )
+            write_json(run_dir / file, summary[name])
         summary["stages"][f"{mode}_s"] = time.time() - t0
 
     summary["wall_s"] = time.time() - t0
@@ -111,18 +134,40 @@ def pipeline(args: PipelineArgs) -> dict:
     return summary
 
 
+def _evaluation(path: Path, fresh: bool, run) -> dict:
+    """The evaluation stored at ``path``, or ``run()``'s, written there."""
+    if path.exists() and not fresh:
+        return json.loads(path.read_text())
+    result = run()
+    write_json(path, result)
+    return result
+
+
 def _print_table(summary: dict, modes) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{summary['task']}: success over {summary['base']['episodes']} episodes")
-    table.add_column("policy")
-    table.add_column("success", justify="right")
-    table.add_column("env steps of RL", justify="right")
+    table = Table(
+        title=f"{summary['task']}: success over {summary['base']['episodes']} episodes",
+        caption="sampled: base a0 ~ N(0, I), steering policy sampled; "
+        "at the mean: base a0 = 0, steering policy at its mean",
+    )
+    for column in ("policy", "sampled", "at the mean", "env steps of RL"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
     if summary.get("expert_success") is not None:
-        table.add_row("scripted expert", f"{summary['expert_success']:.3f}", "-")
-    table.add_row("flow base", f"{summary['base']['success_rate']:.3f}", "0")
+        table.add_row("scripted expert", f"{summary['expert_success']:.3f}", "-", "-")
+    table.add_row(
+        "flow base",
+        f"{summary['base']['success_rate']:.3f}",
+        f"{summary['base_mean']['success_rate']:.3f}",
+        "0",
+    )
     for mode in modes:
-        r = summary[mode]
-        table.add_row(mode, f"{r['success_rate']:.3f}", f"{r['env_steps']:,}")
+        mean, sampled = summary[mode], summary[f"{mode}_sampled"]
+        table.add_row(
+            mode,
+            f"{sampled['success_rate']:.3f}",
+            f"{mean['success_rate']:.3f}",
+            f"{mean['env_steps']:,}",
+        )
     console.print(table)
     console.print(f"pipeline wall time {summary['wall_s'] / 60:.1f} min")

@@ -22,6 +22,7 @@ from envs.probes import PROBES, BimodalGoalConfig, BimodalGoalEnv
 from envs.wrappers import wrap
 from experiments import cli
 from experiments.base import load_base
+from experiments.pipeline import PipelineArgs, pipeline
 from experiments.presets import PRESETS
 from experiments.steer import SteerArgs, cli_default, evaluate_run, steer
 from rfs_jax.agents.ppo import (
@@ -34,6 +35,7 @@ from rfs_jax.agents.ppo import (
     train,
 )
 from rfs_jax.checkpoint import Checkpointer, CheckpointError, NonFiniteStateError
+from rfs_jax.demos import DemoSet, Episode, save_demos
 from rfs_jax.flow import FlowConfig, chunks_from_episodes, make_sampler, save_flow, train_flow
 from rfs_jax.logging import MetricsLogger, plot_curves, read_metrics
 
@@ -129,6 +131,33 @@ def test_cli_eval_of_a_run_and_of_a_base(full_run, base_dir, tmp_path):
     assert 0.0 <= result["success_rate"] <= 1.0
     base = evaluate_run(base_dir, episodes=16)
     assert base["mode"] == "base" and base["episodes"] == 16
+
+
+def test_pipeline_compares_base_and_rfs_like_for_like(base_dir, workdir):
+    """`rfs pipeline` on the probe, its demos and base already there (the probe has no scripted
+    expert): it reuses both, trains RFS and evaluates base and RFS sampled and at the mean."""
+    out = workdir / "pipeline"
+    episodes = [
+        Episode(obs, actions, np.zeros(len(actions)), np.zeros(len(actions)), True)
+        for obs, actions in BimodalGoalEnv().demo_episodes(jax.random.key(0), 4)
+    ]
+    save_demos(out / "demos.hdf5", DemoSet(TASK, {}, episodes, expert_success=0.5))
+    shutil.copytree(base_dir, out / "base")
+    (out / "base" / "eval.json").write_text(json.dumps(evaluate_run(base_dir, episodes=32)))
+
+    summary = pipeline(PipelineArgs(task=TASK, preset="probe", out=out, eval_episodes=32))
+
+    assert summary["expert_success"] == 0.5
+    assert json.loads((out / "pipeline.json").read_text())["rfs"] == summary["rfs"]
+    for name, deterministic in (("base", False), ("base_mean", True), ("rfs", True)):
+        assert summary[name]["deterministic"] is deterministic, name
+    assert summary["rfs_sampled"]["deterministic"] is False
+    assert summary["rfs"]["env_steps"] == NUM_ITERATIONS * PER_ITERATION
+    # Same episodes as `rfs eval` of the same folders with the same seed.
+    again = evaluate_run(out / "rfs", episodes=32, deterministic=False, seed=1)
+    assert again["success_rate"] == summary["rfs_sampled"]["success_rate"]
+    again = evaluate_run(out / "base", episodes=32, deterministic=True, seed=1)
+    assert again["success_rate"] == summary["base_mean"]["success_rate"]
 
 
 # --------------------------------------------------------------------------- checkpoints
