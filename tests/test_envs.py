@@ -41,7 +41,8 @@ def test_obs_shape_and_no_nan_over_random_actions(batched):
 
 def test_same_key_same_state(batched):
     _, env, reset, step = batched
-    a = jnp.full((NUM_ENVS, env.action_size), 0.3)
+    # float32, not weakly typed: a weak-typed action would compile the step a second time.
+    a = jnp.full((NUM_ENVS, env.action_size), 0.3, dtype=jnp.float32)
     s1 = step(reset(jax.random.PRNGKey(7)), a)
     s2 = step(reset(jax.random.PRNGKey(7)), a)
     s3 = reset(jax.random.PRNGKey(8))
@@ -77,6 +78,7 @@ def test_unknown_task_and_override():
     assert cfg.object.shape == "sphere" and cfg.episode_length == 80
 
 
+@pytest.mark.xdist_group("grasp")  # with the grasp step's other tests (tests/conftest.py)
 def test_expert_success_on_grasp():
     """The scripted expert is imperfect on grasp's heavy, slippery objects (0.33 over 1,210
     episodes in `rfs pipeline --task grasp`) but far from useless, over 64 envs."""
