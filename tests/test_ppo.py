@@ -218,6 +218,32 @@ def test_value_learns_an_obs_dependent_terminal_reward():
     assert float(metrics["env/truncated"]) == 0.0
 
 
+def test_critic_warmup_trains_only_the_value_first():
+    """With 2 warm-up iterations the steering head (params and Adam state) is untouched by the
+    first two iterations while the value function learns; the third moves the head."""
+    cfg = PPOConfig(
+        num_envs=32, unroll_length=4, minibatch_size=64, num_epochs=2, critic_warmup_iterations=2
+    )
+    steering = make_steering(SteeringConfig(hidden=(16,)), zero_sampler, 1, ACT, H, H_EXEC)
+    networks = make_ppo_networks(steering, value_hidden=(16,))
+    batched = wrap(ObsDependentRewardEnv(), 10)
+    state = init_training_state(batched, networks, cfg, jax.random.key(0))
+    step = jax.jit(make_train_step(batched, networks, cfg))
+    head = (state.steering_params, state.policy_opt_state)
+
+    def same(a, b):
+        return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
+
+    for _ in range(2):
+        value_before = state.value_params
+        state, metrics = step(state, None)
+        assert same((state.steering_params, state.policy_opt_state), head)
+        assert not same(state.value_params, value_before)
+        assert float(metrics["ppo/policy_grad_norm"]) > 0.0  # a gradient existed and was dropped
+    state, _ = step(state, None)
+    assert not same(state.steering_params, head[0])
+
+
 # --------------------------------------------------------------------------- host loop
 
 

@@ -333,6 +333,14 @@ def make_train_step(
         )
         carry, sgd_metrics = jax.lax.scan(epoch, carry, jax.random.split(key_sgd, cfg.num_epochs))
         steering_params, value_params, policy_opt_state, value_opt_state = carry
+        # Critic warm-up: the head keeps its params and optimiser state until the value function
+        # has seen `critic_warmup_iterations` rollouts (its gradients were computed and dropped).
+        learn = state.iteration >= cfg.critic_warmup_iterations
+        steering_params, policy_opt_state = jax.tree.map(
+            lambda new, old: jnp.where(learn, new, old),
+            (steering_params, policy_opt_state),
+            (state.steering_params, state.policy_opt_state),
+        )
 
         metrics = jax.tree.map(jnp.mean, sgd_metrics)
         metrics.update(_rollout_metrics(traj, outs, batch.target, batch.weight))
