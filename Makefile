@@ -7,8 +7,9 @@ PRESET  ?= cpu
 NUM     ?= 400
 RUNS    ?= runs
 ARGS    ?=
-# make test's pytest-xdist workers: two, one per core of the CI machine; tests/conftest.py groups
-# the tests so that each task's MJX step compiles on one worker only. PYTEST_WORKERS=0: one process.
+# make test's pytest-xdist workers: two, one per core of the CI machine, each taking whole test
+# modules (--dist loadfile keeps a module's shared fixtures in one process). PYTEST_WORKERS=0: one
+# process.
 PYTEST_WORKERS ?= 2
 # RL budget of `make run`: sized so that the whole pipeline fits in about 20 minutes on 2 CPU cores.
 RUN_STEPS ?= 200000
@@ -28,7 +29,7 @@ install-gpu: install
 	$(PIP) install -q "jax[cuda12]==$$($(PY) -c 'import jax; print(jax.__version__)')"
 
 test: install
-	$(PY) -m pytest -q -x $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
+	$(PY) -m pytest -q -x $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 
 # pytest exits 5 when no test is marked slow (none is today: every learning test fits in make test).
 test-slow: install

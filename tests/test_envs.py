@@ -78,7 +78,6 @@ def test_unknown_task_and_override():
     assert cfg.object.shape == "sphere" and cfg.episode_length == 80
 
 
-@pytest.mark.xdist_group("grasp")  # with the grasp step's other tests (tests/conftest.py)
 def test_expert_success_on_grasp():
     """The scripted expert is imperfect on grasp's heavy, slippery objects (0.33 over 1,210
     episodes in `rfs pipeline --task grasp`) but far from useless, over 64 envs."""

@@ -13,7 +13,6 @@ from rfs_jax.demos import make_batched
 from episodes import first_success, put_object_at, run_expert
 
 NUM_ENVS = 64  # the batch of tests/test_envs.py: the compiled step is shared through the cache
-XDIST_GROUP = "pack"  # tests/conftest.py: on the worker that compiles this task's step
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from envs.experts import make_expert
 from rfs_jax.demos import make_batched
 
 NUM_ENVS = 64  # as in test_envs: the persistent cache shares the compiled step
-XDIST_GROUP = "pour"  # tests/conftest.py: on the worker that compiles this task's step
 
 
 @pytest.fixture(scope="module")
