@@ -65,7 +65,8 @@ class PPOConfig:
     stays exactly as it is (params and optimiser state). Not published; peers of RFS warm the
     critic up so that advantages of a random critic do not move a pretrained policy (Policy
     Decorator, DPPO). Off by default: on pick_place 5 warm-up iterations did not change the
-    outcome at 300k env steps (README, results)."""
+    outcome at 300k env steps (README, results). During warm-up the ``ppo/approx_kl`` and
+    ``ppo/clip_frac`` metrics describe the updates that were computed and dropped."""
 
     normalize_advantage: bool = True
     """Standardise advantages per minibatch."""
