@@ -3,6 +3,9 @@ execution, the value function on probes with known values, and the host loop."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -242,6 +245,39 @@ def test_critic_warmup_trains_only_the_value_first():
         assert float(metrics["ppo/policy_grad_norm"]) > 0.0  # a gradient existed and was dropped
     state, _ = step(state, None)
     assert not same(state.steering_params, head[0])
+
+
+def test_target_kl_stops_the_policy_epochs_not_the_value():
+    """The first SGD step's ratio is exactly 1 (KL 0), so with a tiny target_kl exactly one
+    policy step of the 2 x 2 is taken and every later one is skipped, while the value function
+    takes all four; with a huge target_kl the step is the one without the early stop."""
+    cfg = PPOConfig(num_envs=32, unroll_length=4, minibatch_size=64, num_epochs=2)
+    steering = make_steering(SteeringConfig(hidden=(16,)), zero_sampler, 1, ACT, H, H_EXEC)
+    networks = make_ppo_networks(steering, value_hidden=(16,))
+    batched = wrap(ObsDependentRewardEnv(), 10)
+    state = init_training_state(batched, networks, cfg, jax.random.key(0))
+
+    def run(target_kl):
+        step_cfg = dataclasses.replace(cfg, target_kl=target_kl)
+        return jax.jit(make_train_step(batched, networks, step_cfg))(state, None)
+
+    free, free_metrics = run(None)
+    tight, tight_metrics = run(1e-12)
+    loose, loose_metrics = run(1e6)
+    assert float(free_metrics["ppo/policy_steps"]) == 1.0
+    assert float(loose_metrics["ppo/policy_steps"]) == 1.0
+    assert float(tight_metrics["ppo/policy_steps"]) == 0.25
+    chex.assert_trees_all_close(loose.steering_params, free.steering_params)
+    chex.assert_trees_all_close(tight.value_params, free.value_params)
+    # One Adam step from zero moments: count 1 in the stopped run, 4 in the free one.
+    counts = [int(x) for x in jax.tree.leaves(tight.policy_opt_state) if jnp.ndim(x) == 0]
+    assert counts and set(counts) == {1}
+    moved = jax.tree.map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))), tight.steering_params, state.steering_params
+    )
+    assert max(jax.tree.leaves(moved)) > 0.0
+    with pytest.raises(ValueError, match="target_kl"):
+        PPOConfig(target_kl=0.0)
 
 
 # --------------------------------------------------------------------------- host loop

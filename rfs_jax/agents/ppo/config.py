@@ -68,6 +68,13 @@ class PPOConfig:
     outcome at 300k env steps (README, results). During warm-up the ``ppo/approx_kl`` and
     ``ppo/clip_frac`` metrics describe the updates that were computed and dropped."""
 
+    target_kl: float | None = None
+    """Early stop of the policy's epochs (Stable-Baselines3's ``target_kl``): within an
+    iteration, once a minibatch's approximate KL to the rollout policy exceeds ``1.5 *
+    target_kl`` the steering head takes no more SGD steps until the next rollout; the value
+    function keeps training through all epochs. ``None``: off (every step is taken).
+    ``ppo/policy_steps`` logs the fraction of steps taken."""
+
     normalize_advantage: bool = True
     """Standardise advantages per minibatch."""
 
@@ -121,6 +128,8 @@ class PPOConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
         if self.log_interval <= 0:
             raise ValueError(f"log_interval must be positive, got {self.log_interval}")
 

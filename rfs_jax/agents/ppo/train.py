@@ -9,7 +9,8 @@ One iteration is ``jit(scan(rollout) -> GAE -> scan(epochs, scan(minibatches)))`
 - GAE per decision with ``gamma`` per decision; time-limit truncations are bootstrapped and
   their own transition masked (``rfs_jax.gae``);
 - PPO epochs over shuffled minibatches, two Adam optimisers (policy and value learning rates
-  differ in the paper), each behind its own gradient-norm clip;
+  differ in the paper), each behind its own gradient-norm clip; optionally the policy's
+  epochs stop early once the update's KL passes ``target_kl`` (the value's go on);
 - the observation normaliser is updated with the rollout's observations *after* the update,
   so a rollout and its update use the same statistics.
 
@@ -275,7 +276,7 @@ def make_train_step(
         return env_state, ep_stats, traj, outs, bootstrap
 
     def sgd_step(carry, minibatch: Batch, obs_stats: RunningStats):
-        steering_params, value_params, policy_opt_state, value_opt_state = carry
+        steering_params, value_params, policy_opt_state, value_opt_state, stopped = carry
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         # Collective: the loss is a mean over a minibatch split across the data axis, so its
         # gradient is each device's partial sum plus an all-reduce (the data-parallel average,
@@ -283,13 +284,24 @@ def make_train_step(
         (_, metrics), (g_steering, g_value) = grad_fn(
             (steering_params, value_params), obs_stats, minibatch
         )
-        updates, policy_opt_state = policy_opt.update(g_steering, policy_opt_state, steering_params)
-        steering_params = optax.apply_updates(steering_params, updates)
+        updates, new_opt_state = policy_opt.update(g_steering, policy_opt_state, steering_params)
+        new_params = optax.apply_updates(steering_params, updates)
+        if cfg.target_kl is not None:
+            # KL early stop: the KL is measured at the params before this step, so the step
+            # that would start from a policy already too far from the rollout's is skipped.
+            stopped = stopped | (metrics["ppo/approx_kl"] > 1.5 * cfg.target_kl)
+        steering_params, policy_opt_state = jax.tree.map(
+            lambda new, old: jnp.where(stopped, old, new),
+            (new_params, new_opt_state),
+            (steering_params, policy_opt_state),
+        )
         updates, value_opt_state = value_opt.update(g_value, value_opt_state, value_params)
         value_params = optax.apply_updates(value_params, updates)
         metrics["ppo/policy_grad_norm"] = optax.tree.norm(g_steering)
         metrics["ppo/value_grad_norm"] = optax.tree.norm(g_value)
-        return (steering_params, value_params, policy_opt_state, value_opt_state), metrics
+        metrics["ppo/policy_steps"] = 1.0 - stopped.astype(jnp.float32)
+        carry = (steering_params, value_params, policy_opt_state, value_opt_state, stopped)
+        return carry, metrics
 
     def train_step(state: TrainingState, base_params: Params) -> tuple[TrainingState, Metrics]:
         key, key_rollout, key_sgd = jax.random.split(state.key, 3)
@@ -330,9 +342,10 @@ def make_train_step(
             state.value_params,
             state.policy_opt_state,
             state.value_opt_state,
+            jnp.zeros((), bool),  # the KL early stop has fired (target_kl)
         )
         carry, sgd_metrics = jax.lax.scan(epoch, carry, jax.random.split(key_sgd, cfg.num_epochs))
-        steering_params, value_params, policy_opt_state, value_opt_state = carry
+        steering_params, value_params, policy_opt_state, value_opt_state, _ = carry
         # Critic warm-up: the head keeps its params and optimiser state until the value function
         # has seen `critic_warmup_iterations` rollouts (its gradients were computed and dropped).
         learn = state.iteration >= cfg.critic_warmup_iterations
