@@ -243,8 +243,12 @@ def test_critic_warmup_trains_only_the_value_first():
         assert same((state.steering_params, state.policy_opt_state), head)
         assert not same(state.value_params, value_before)
         assert float(metrics["ppo/policy_grad_norm"]) > 0.0  # a gradient existed and was dropped
-    state, _ = step(state, None)
+        assert float(metrics["steering/latent_mean_rms"]) == 0.0  # still exactly the base
+        assert float(metrics["steering/latent_std"]) == 1.0
+    state, metrics = step(state, None)
     assert not same(state.steering_params, head[0])
+    assert float(metrics["steering/latent_mean_rms"]) > 0.0
+    assert float(metrics["steering/residual_mean_rms"]) > 0.0
 
 
 def test_target_kl_stops_the_policy_epochs_not_the_value():

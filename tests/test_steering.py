@@ -197,3 +197,29 @@ def test_no_gradient_reaches_the_base_params(base, sees_base):
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(g_base))
     # ...while the steering params do get a gradient through the same function.
     assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(g_steer))
+
+
+@pytest.mark.parametrize("mode", ["rfs", "dsrl", "residual"])
+def test_drift_metrics_by_hand(mode):
+    """Latent means [1, -1] and [3, 1] over two states: rms sqrt(3), offset [2, 0] -> rms sqrt(2);
+    residual means all 0.5 -> rms and offset 0.5; stds exp(log_std) averaged per part."""
+    steering = make_steering(SteeringConfig(mode=mode), toy_sampler, OBS, 1, 2, 1)
+    mean = jnp.array([[1.0, -1.0, 0.5], [3.0, 1.0, 0.5]])
+    log_std = jnp.log(jnp.array([1.0, 3.0, 0.2]))
+    metrics = {k: float(v) for k, v in steering.drift_metrics(mean, log_std).items()}
+    expected = {}
+    if mode in ("rfs", "dsrl"):
+        expected |= {
+            "steering/latent_mean_rms": np.sqrt(3.0),
+            "steering/latent_mean_offset_rms": np.sqrt(2.0),
+            "steering/latent_std": 2.0,
+        }
+    if mode in ("rfs", "residual"):
+        expected |= {
+            "steering/residual_mean_rms": 0.5,
+            "steering/residual_mean_offset_rms": 0.5,
+            "steering/residual_std": 0.2,
+        }
+    assert metrics.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_allclose(metrics[key], value, rtol=1e-6, err_msg=key)

@@ -217,6 +217,30 @@ class Steering:
             log_std, self.mask
         )
 
+    def drift_metrics(self, mean: Array, log_std: Array) -> dict[str, Array]:
+        """How far the head has moved from the base policy, over a batch ``mean [B, D]``.
+
+        ``steering/latent_mean_rms``: root mean square of the latent means (0 for the untrained
+        head, which is exactly the base; the policy at its mean feeds the sampler these);
+        ``steering/latent_mean_offset_rms``: the same of their average over the batch, the part
+        that is the same in every state; ``steering/latent_std``: mean std. Likewise
+        ``residual_*`` (raw ``ar``, before ``tanh`` and the scale). Only the parts the mode
+        learns are reported.
+        """
+        parts = []
+        if self.cfg.learns_latent:
+            parts.append(("latent", slice(0, self.latent_size)))
+        if self.cfg.learns_residual:
+            parts.append(("residual", slice(self.latent_size, self.raw_size)))
+        metrics = {}
+        for name, part in parts:
+            m = mean[:, part]
+            metrics[f"steering/{name}_mean_rms"] = jnp.sqrt(jnp.mean(jnp.square(m)))
+            offset = jnp.mean(m, axis=0)
+            metrics[f"steering/{name}_mean_offset_rms"] = jnp.sqrt(jnp.mean(jnp.square(offset)))
+            metrics[f"steering/{name}_std"] = jnp.mean(jnp.exp(log_std[part]))
+        return metrics
+
     def compose(self, base_params: Params, obs: Array, raw: Array) -> tuple[Array, Array]:
         """See the module-level ``compose``."""
         return compose(

@@ -357,6 +357,12 @@ def make_train_step(
 
         metrics = jax.tree.map(jnp.mean, sgd_metrics)
         metrics.update(_rollout_metrics(traj, outs, batch.target, batch.weight))
+        # The updated head on one minibatch of this rollout's states: its drift from the base.
+        probe = jax.tree.map(lambda x: x[:minibatch_size], batch)
+        mean, log_std = steering.distribution(
+            steering_params, networks.normalize(state.obs_stats, probe.obs), probe.base_chunk
+        )
+        metrics.update(steering.drift_metrics(mean, log_std))
         new_state = state.replace(
             steering_params=steering_params,
             value_params=value_params,
