@@ -16,9 +16,11 @@ from envs.wrappers import batch_keys, wrap
 from rfs_jax import running_stats
 from rfs_jax.acting import EpisodeStats, step_chunk
 from rfs_jax.agents.ppo import (
+    Batch,
     PPOConfig,
     TrainingState,
     clipped_policy_loss,
+    compute_ppo_loss,
     init_training_state,
     make_policy,
     make_ppo_networks,
@@ -219,6 +221,38 @@ def test_value_learns_an_obs_dependent_terminal_reward():
     value = networks.value.apply(state.value_params, networks.normalize(state.obs_stats, obs))
     np.testing.assert_allclose(value, [1.0, -1.0], atol=0.1)
     assert float(metrics["env/truncated"]) == 0.0
+
+
+def test_base_kl_term_enters_the_loss_with_its_weight():
+    """Same params and minibatch: the loss with base_kl_coef 2 is the loss with 0 plus 2 x the
+    logged ppo/base_kl, which is > 0 once the head's means are off zero."""
+    steering = make_steering(SteeringConfig(hidden=(16,)), zero_sampler, 1, ACT, H, H_EXEC)
+    networks = make_ppo_networks(steering, value_hidden=(16,))
+    params = steering.init(jax.random.key(0))
+    params = jax.tree.map(lambda x: x + 0.1, params)  # move the zero-initialised means
+    value_params = networks.init_value(jax.random.key(1))
+    n = 8
+    keys = jax.random.split(jax.random.key(2), 4)
+    batch = Batch(
+        obs=jax.random.normal(keys[0], (n, 1)),
+        raw=jax.random.normal(keys[1], (n, steering.raw_size)),
+        base_chunk=jnp.zeros((n, H_EXEC, ACT)),
+        log_prob=jnp.zeros((n,)),
+        advantage=jax.random.normal(keys[2], (n,)),
+        target=jax.random.normal(keys[3], (n,)),
+        weight=jnp.ones((n,)),
+    )
+    stats = running_stats.init(1)
+
+    def loss(coef):
+        return compute_ppo_loss(
+            (params, value_params), stats, batch, networks, 0.2, 0.5, 0.0, True, coef
+        )
+
+    plain, metrics = loss(0.0)
+    weighted, _ = loss(2.0)
+    assert float(metrics["ppo/base_kl"]) > 0.0
+    np.testing.assert_allclose(weighted, plain + 2.0 * metrics["ppo/base_kl"], rtol=1e-5)
 
 
 def test_critic_warmup_trains_only_the_value_first():

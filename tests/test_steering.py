@@ -223,3 +223,22 @@ def test_drift_metrics_by_hand(mode):
     assert metrics.keys() == expected.keys()
     for key, value in expected.items():
         np.testing.assert_allclose(metrics[key], value, rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("mode", ["rfs", "dsrl", "residual"])
+def test_kl_to_base_by_hand(mode):
+    """KL to the untrained head (latent N(0, 1), residual N(0, 0.2^2)), per learned dim:
+    latent mean 1, std 1 -> 0.5; latent mean 0, std 2 -> (4 - 1) / 2 - log 2; residual mean 0.2,
+    std 0.2 -> 0.5. The untrained head itself is at KL 0."""
+    cfg = SteeringConfig(mode=mode, init_residual_std=0.2)
+    steering = make_steering(cfg, toy_sampler, OBS, 1, 2, 1)
+    mean = jnp.array([[1.0, 0.0, 0.2]])
+    log_std = jnp.log(jnp.array([1.0, 2.0, 0.2]))
+    expected = 0.0
+    if mode in ("rfs", "dsrl"):
+        expected += 0.5 + 1.5 - np.log(2.0)
+    if mode in ("rfs", "residual"):
+        expected += 0.5
+    np.testing.assert_allclose(steering.kl_to_base(mean, log_std), [expected], rtol=1e-6)
+    init = jnp.log(jnp.array([1.0, 1.0, 0.2]))
+    np.testing.assert_allclose(steering.kl_to_base(jnp.zeros((1, 3)), init), [0.0], atol=1e-7)

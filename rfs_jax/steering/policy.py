@@ -217,6 +217,22 @@ class Steering:
             log_std, self.mask
         )
 
+    def kl_to_base(self, mean: Array, log_std: Array) -> Array:
+        """``KL(pi(. | s) || pi_0)`` over the learned dims, ``[B, D] -> [B]``.
+
+        ``pi_0`` is the untrained head: latent N(0, I) and residual N(0, init_residual_std^2),
+        i.e. the base policy itself. ``log_std`` is ``[D]`` or ``[B, D]``.
+        """
+        log_std0 = jnp.concatenate(
+            [
+                jnp.zeros((self.latent_size,)),
+                jnp.full((self.residual_size,), math.log(self.cfg.init_residual_std)),
+            ]
+        )
+        log_ratio = log_std - log_std0
+        kl = 0.5 * (jnp.exp(2.0 * log_ratio) + jnp.square(mean) * jnp.exp(-2.0 * log_std0) - 1.0)
+        return jnp.sum(self.mask * (kl - log_ratio), axis=-1)
+
     def drift_metrics(self, mean: Array, log_std: Array) -> dict[str, Array]:
         """How far the head has moved from the base policy, over a batch ``mean [B, D]``.
 

@@ -43,6 +43,12 @@ class PPOConfig:
     base policy's own exploration) and a bonus would widen it beyond the noise the flow was
     trained on."""
 
+    base_kl_coef: float = 0.0
+    """Weight of ``KL(pi(a0, ar | s) || pi_0)`` in the loss, ``pi_0`` the untrained head (latent
+    N(0, I), residual N(0, init_residual_std^2): the base policy), over the learned dims. Not
+    published; a behaviour regulariser against the head drifting away from the noise the flow
+    was trained on. ``ppo/base_kl`` is logged whatever the weight."""
+
     max_grad_norm: float = 1.0
     """Global gradient-norm clip, applied to the policy and to the value gradients separately
     (paper's value)."""
@@ -128,6 +134,8 @@ class PPOConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.base_kl_coef < 0:
+            raise ValueError(f"base_kl_coef must be >= 0, got {self.base_kl_coef}")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
         if self.log_interval <= 0:

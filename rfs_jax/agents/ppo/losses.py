@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from rfs_jax.agents.ppo.networks import PPONetworks
 from rfs_jax.running_stats import RunningStats
+from rfs_jax.steering.policy import gaussian_entropy, gaussian_log_prob
 from rfs_jax.types import Array, Metrics, Params
 
 
@@ -67,6 +68,7 @@ def compute_ppo_loss(
     value_coef: float,
     entropy_coef: float,
     normalize_advantage: bool,
+    base_kl_coef: float = 0.0,
 ) -> tuple[Array, Metrics]:
     """Total loss of ``params = (steering_params, value_params)`` on one minibatch.
 
@@ -75,9 +77,12 @@ def compute_ppo_loss(
     """
     steering_params, value_params = params
     obs_n = networks.normalize(obs_stats, batch.obs)
-    log_prob, entropy = networks.steering.log_prob_entropy(
-        steering_params, obs_n, batch.raw, batch.base_chunk
-    )
+    steering = networks.steering
+    mean, log_std = steering.distribution(steering_params, obs_n, batch.base_chunk)
+    log_std = jnp.broadcast_to(log_std, mean.shape)
+    log_prob = gaussian_log_prob(batch.raw, mean, log_std, steering.mask)
+    entropy = gaussian_entropy(log_std, steering.mask)
+    base_kl = _weighted_mean(steering.kl_to_base(mean, log_std), batch.weight)
     advantage = batch.advantage
     if normalize_advantage:
         mean = _weighted_mean(advantage, batch.weight)
@@ -89,13 +94,14 @@ def compute_ppo_loss(
     value = networks.value.apply(value_params, obs_n)
     value_loss = _weighted_mean(jnp.square(value - batch.target), batch.weight)
     entropy = _weighted_mean(entropy, batch.weight)
-    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy + base_kl_coef * base_kl
     metrics.update(
         {
             "ppo/loss": loss,
             "ppo/policy_loss": policy_loss,
             "ppo/value_loss": value_loss,
             "ppo/entropy": entropy,
+            "ppo/base_kl": base_kl,
         }
     )
     return loss, metrics

@@ -242,6 +242,7 @@ def make_train_step(
         clip_eps=cfg.clip_eps,
         value_coef=cfg.value_coef,
         entropy_coef=cfg.entropy_coef,
+        base_kl_coef=cfg.base_kl_coef,
         normalize_advantage=cfg.normalize_advantage,
     )
     num_minibatches, minibatch_size = cfg.num_minibatches, cfg.minibatch_size
