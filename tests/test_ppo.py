@@ -278,6 +278,7 @@ def test_critic_warmup_trains_only_the_value_first():
         assert not same(state.value_params, value_before)
         assert float(metrics["ppo/policy_grad_norm"]) > 0.0  # a gradient existed and was dropped
         assert float(metrics["steering/latent_mean_rms"]) == 0.0  # still exactly the base
+        assert float(metrics["ppo/policy_steps"]) == 0.0
         assert float(metrics["steering/latent_std"]) == 1.0
     state, metrics = step(state, None)
     assert not same(state.steering_params, head[0])

@@ -52,6 +52,14 @@ class MLP(nn.Module):
         return nn.Dense(self.out)(x)
 
 
+def initial_log_std(latent_size: int, residual_size: int, init_residual_std: float) -> Array:
+    """``[D]`` log-stds of the untrained head: 0 on the latent (N(0, I), the base's own noise),
+    ``log(init_residual_std)`` on the residual."""
+    return jnp.concatenate(
+        [jnp.zeros((latent_size,)), jnp.full((residual_size,), math.log(init_residual_std))]
+    )
+
+
 class SteeringHead(nn.Module):
     """Means ``[B, D]`` and state-independent log-stds ``[D]`` of the Gaussian over ``[a0, ar]``.
 
@@ -76,12 +84,7 @@ class SteeringHead(nn.Module):
             mean = jnp.concatenate([latent, residual], axis=-1)
         else:
             mean = MLP(self.hidden, self.latent_size + self.residual_size, zero_out=True)(obs_n)
-        init = jnp.concatenate(
-            [
-                jnp.zeros((self.latent_size,)),
-                jnp.full((self.residual_size,), math.log(self.init_residual_std)),
-            ]
-        )
+        init = initial_log_std(self.latent_size, self.residual_size, self.init_residual_std)
         log_std = self.param("log_std", lambda _: init)
         return mean, log_std
 
@@ -212,6 +215,11 @@ class Steering:
     ) -> tuple[Array, Array]:
         """``(log_prob [B], entropy [B])`` of stored samples, over the learned dims only."""
         mean, log_std = self.distribution(params, obs_n, base_chunk)
+        return self.log_prob_entropy_of(mean, log_std, raw)
+
+    def log_prob_entropy_of(self, mean: Array, log_std: Array, raw: Array) -> tuple[Array, Array]:
+        """``log_prob_entropy`` given the head's ``(mean [B, D], log_std [D])`` (for callers that
+        also need the distribution itself, like the PPO loss)."""
         log_std = jnp.broadcast_to(log_std, mean.shape)
         return gaussian_log_prob(raw, mean, log_std, self.mask), gaussian_entropy(
             log_std, self.mask
@@ -223,12 +231,7 @@ class Steering:
         ``pi_0`` is the untrained head: latent N(0, I) and residual N(0, init_residual_std^2),
         i.e. the base policy itself. ``log_std`` is ``[D]`` or ``[B, D]``.
         """
-        log_std0 = jnp.concatenate(
-            [
-                jnp.zeros((self.latent_size,)),
-                jnp.full((self.residual_size,), math.log(self.cfg.init_residual_std)),
-            ]
-        )
+        log_std0 = initial_log_std(self.latent_size, self.residual_size, self.cfg.init_residual_std)
         log_ratio = log_std - log_std0
         kl = 0.5 * (jnp.exp(2.0 * log_ratio) + jnp.square(mean) * jnp.exp(-2.0 * log_std0) - 1.0)
         return jnp.sum(self.mask * (kl - log_ratio), axis=-1)

@@ -71,8 +71,9 @@ class PPOConfig:
     stays exactly as it is (params and optimiser state). Not published; peers of RFS warm the
     critic up so that advantages of a random critic do not move a pretrained policy (Policy
     Decorator, DPPO). Off by default: on pick_place 5 warm-up iterations did not change the
-    outcome at 300k env steps (README, results). During warm-up the ``ppo/approx_kl`` and
-    ``ppo/clip_frac`` metrics describe the updates that were computed and dropped."""
+    outcome at 300k env steps (README, results). It is the ``target_kl`` stop set from the first
+    SGD step: ``ppo/policy_steps`` is 0 during warm-up and the policy gradient is computed and
+    dropped."""
 
     target_kl: float | None = None
     """Early stop of the policy's epochs (Stable-Baselines3's ``target_kl``): within an

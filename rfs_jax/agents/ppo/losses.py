@@ -13,7 +13,6 @@ import jax.numpy as jnp
 
 from rfs_jax.agents.ppo.networks import PPONetworks
 from rfs_jax.running_stats import RunningStats
-from rfs_jax.steering.policy import gaussian_entropy, gaussian_log_prob
 from rfs_jax.types import Array, Metrics, Params
 
 
@@ -78,11 +77,9 @@ def compute_ppo_loss(
     steering_params, value_params = params
     obs_n = networks.normalize(obs_stats, batch.obs)
     steering = networks.steering
-    mean, log_std = steering.distribution(steering_params, obs_n, batch.base_chunk)
-    log_std = jnp.broadcast_to(log_std, mean.shape)
-    log_prob = gaussian_log_prob(batch.raw, mean, log_std, steering.mask)
-    entropy = gaussian_entropy(log_std, steering.mask)
-    base_kl = _weighted_mean(steering.kl_to_base(mean, log_std), batch.weight)
+    action_mean, log_std = steering.distribution(steering_params, obs_n, batch.base_chunk)
+    log_prob, entropy = steering.log_prob_entropy_of(action_mean, log_std, batch.raw)
+    base_kl = _weighted_mean(steering.kl_to_base(action_mean, log_std), batch.weight)
     advantage = batch.advantage
     if normalize_advantage:
         mean = _weighted_mean(advantage, batch.weight)

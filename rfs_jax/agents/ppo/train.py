@@ -291,6 +291,8 @@ def make_train_step(
             # KL early stop: the KL is measured at the params before this step, so the step
             # that would start from a policy already too far from the rollout's is skipped.
             stopped = stopped | (metrics["ppo/approx_kl"] > 1.5 * cfg.target_kl)
+        # A stopped head (KL stop, or critic warm-up from the first step) keeps its params and
+        # optimiser state; its gradient was computed and is dropped.
         steering_params, policy_opt_state = jax.tree.map(
             lambda new, old: jnp.where(stopped, old, new),
             (new_params, new_opt_state),
@@ -343,18 +345,12 @@ def make_train_step(
             state.value_params,
             state.policy_opt_state,
             state.value_opt_state,
-            jnp.zeros((), bool),  # the KL early stop has fired (target_kl)
+            # The head takes no step: stopped from the start during critic warm-up (until the
+            # value function has seen `critic_warmup_iterations` rollouts), later by target_kl.
+            state.iteration < cfg.critic_warmup_iterations,
         )
         carry, sgd_metrics = jax.lax.scan(epoch, carry, jax.random.split(key_sgd, cfg.num_epochs))
         steering_params, value_params, policy_opt_state, value_opt_state, _ = carry
-        # Critic warm-up: the head keeps its params and optimiser state until the value function
-        # has seen `critic_warmup_iterations` rollouts (its gradients were computed and dropped).
-        learn = state.iteration >= cfg.critic_warmup_iterations
-        steering_params, policy_opt_state = jax.tree.map(
-            lambda new, old: jnp.where(learn, new, old),
-            (steering_params, policy_opt_state),
-            (state.steering_params, state.policy_opt_state),
-        )
 
         metrics = jax.tree.map(jnp.mean, sgd_metrics)
         metrics.update(_rollout_metrics(traj, outs, batch.target, batch.weight))
