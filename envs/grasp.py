@@ -67,6 +67,8 @@ class GraspConfig:
 class Grasp(HandEnv):
     """Single-instance grasp env on the brax ``Env`` interface."""
 
+    shaping_terms = ("reach", "contact", "lift")
+
     def __init__(self, config: GraspConfig = GraspConfig()):
         self.config = config
         spec = ObjectSpec("object", config.object.shape, config.object.sizes[1])
@@ -89,6 +91,7 @@ class Grasp(HandEnv):
             "rest_z": rest_z,
             "hold": jnp.zeros((), jnp.int32),
             "t": jnp.zeros((), jnp.int32),
+            "potential": self.initial_potential(),
         }
         metrics = {
             "success": jnp.zeros(()),
@@ -125,8 +128,8 @@ class Grasp(HandEnv):
             "action": -jnp.mean(a * a),
         }
         t = info["t"] + 1
-        rewards = self.score(terms, cfg.reward, success, t, ("reach", "contact", "lift"))
-        info = {**info, "wrist_target": target, "hold": hold, "t": t}
+        rewards, potential = self.score(terms, cfg.reward, success, t, info["potential"])
+        info = {**info, "wrist_target": target, "hold": hold, "t": t, "potential": potential}
         return self.end_step(
             state,
             data,

@@ -78,6 +78,8 @@ class PlaceConfig:
 class PlaceEnv(HandEnv):
     """Single-instance placing env on the brax ``Env`` interface; subclasses give the scene."""
 
+    shaping_terms = ("reach", "contact", "lift", "place", "release")
+
     config: PlaceConfig
 
     # ---- what a task defines -----------------------------------------------------------------
@@ -118,6 +120,7 @@ class PlaceEnv(HandEnv):
             "wrist_target": wrist,
             "settle": jnp.zeros((), jnp.int32),
             "t": jnp.zeros((), jnp.int32),
+            "potential": self.initial_potential(),
         }
         metrics = {
             "success": jnp.zeros(()),
@@ -160,9 +163,8 @@ class PlaceEnv(HandEnv):
             "action": -jnp.mean(a * a),
         }
         t = info["t"] + 1
-        shaping = ("reach", "contact", "lift", "place", "release")
-        rewards = self.score(terms, cfg.reward, success, t, shaping)
-        info = {**info, "wrist_target": target, "settle": settle, "t": t}
+        rewards, potential = self.score(terms, cfg.reward, success, t, info["potential"])
+        info = {**info, "wrist_target": target, "settle": settle, "t": t, "potential": potential}
         return self.end_step(
             state,
             data,

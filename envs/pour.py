@@ -249,6 +249,8 @@ def _fmt(v) -> str:
 class Pour(HandEnv):
     """Single-instance pour env on the brax ``Env`` interface."""
 
+    shaping_terms = ("reach", "contact", "lift", "carry", "pour")
+
     def __init__(self, config: PourConfig = PourConfig()):
         self.config = config
         balls = tuple(f"ball{i}" for i in range(config.balls.num))
@@ -341,7 +343,12 @@ class Pour(HandEnv):
         # The balls' slide joints take their centres; kinematics again so that the returned data
         # has them there too (cheap next to a step: no collisions, no solve).
         data = mjx.kinematics(model, data.replace(qpos=data.qpos.at[self._ball_qadr].set(balls)))
-        info = {**info, "wrist_target": wrist, "t": jnp.zeros((), jnp.int32)}
+        info = {
+            **info,
+            "wrist_target": wrist,
+            "t": jnp.zeros((), jnp.int32),
+            "potential": self.initial_potential(),
+        }
         metrics = {
             "success": jnp.zeros(()),
             "poured": jnp.zeros(()),
@@ -415,9 +422,8 @@ class Pour(HandEnv):
             "action": -jnp.mean(a * a),
         }
         t = info["t"] + 1
-        shaping = ("reach", "contact", "lift", "carry", "pour")
-        rewards = self.score(terms, cfg.reward, success, t, shaping)
-        info = {**info, "wrist_target": target, "t": t}
+        rewards, potential = self.score(terms, cfg.reward, success, t, info["potential"])
+        info = {**info, "wrist_target": target, "t": t, "potential": potential}
         return self.end_step(
             state,
             data,

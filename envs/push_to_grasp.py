@@ -128,6 +128,8 @@ def half_length(shape: str, size):
 class PushToGrasp(HandEnv):
     """Single-instance push-to-grasp env on the brax ``Env`` interface."""
 
+    shaping_terms = ("reach", "push", "contact", "lift")
+
     def __init__(self, config: PushToGraspConfig = PushToGraspConfig()):
         self.config = config
         w = config.wall
@@ -161,6 +163,7 @@ class PushToGrasp(HandEnv):
             "wall_yaw": yaw,
             "hold": jnp.zeros((), jnp.int32),
             "t": jnp.zeros((), jnp.int32),
+            "potential": self.initial_potential(),
         }
         data = self.initial_data(
             self._model(info), info["wrist_target"], {"object": (obj["pos"], obj["quat"])}
@@ -211,9 +214,8 @@ class PushToGrasp(HandEnv):
             "action": -jnp.mean(a * a),
         }
         t = info["t"] + 1
-        shaping = ("reach", "push", "contact", "lift")
-        rewards = self.score(terms, cfg.reward, success, t, shaping)
-        info = {**info, "wrist_target": target, "hold": hold, "t": t}
+        rewards, potential = self.score(terms, cfg.reward, success, t, info["potential"])
+        info = {**info, "wrist_target": target, "hold": hold, "t": t, "potential": potential}
         return self.end_step(
             state,
             data,

@@ -69,6 +69,22 @@ def wrap(env: Env, episode_length: int) -> Env:
     return FreshResetWrapper(env)
 
 
+def stagger(state: State, key: jax.Array, episode_length: int) -> State:
+    """Start every env of a freshly reset batch at a random step of its first episode.
+
+    Sets the ``EpisodeWrapper`` step counter of each env to a uniform draw in ``[0,
+    episode_length)``, so the first time-limits (and with them every later episode boundary)
+    are spread over the episode instead of falling on the same step in every env. A trainer
+    started in lock-step sees all its episodes end together, and a per-rollout success rate
+    swings between "no episode ended" and "every env's first episode ended" (rsl_rl's
+    ``init_at_random_ep_len`` does the same). The first episode of each env is then cut
+    short by the time limit; the task's own state (its step counter, the scene) is untouched.
+    """
+    steps = state.info["steps"]
+    offset = jax.random.randint(key, steps.shape, 0, episode_length)
+    return state.replace(info={**state.info, "steps": offset.astype(steps.dtype)})
+
+
 def batch_keys(key: jax.Array, num_envs: int) -> jax.Array:
     """``num_envs`` independent reset keys ``[B, 2]`` from one key."""
     return jax.random.split(key, num_envs)

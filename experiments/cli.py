@@ -185,6 +185,12 @@ def _pipeline_command():
     return PipelineArgs, pipeline
 
 
+def _pipeline_cli_default(argv):
+    from experiments.pipeline import cli_default
+
+    return cli_default(argv)
+
+
 COMMANDS = {
     "demos": (DemosArgs, demos),
     "base": _base_command(),
@@ -197,7 +203,7 @@ COMMANDS = {
 
 # Commands whose defaults depend on the command line itself (a preset, a run to resume):
 # ``default(argv) -> args instance``, which the flags on the command line then override.
-CLI_DEFAULTS = {"steer": steer_cli_default}
+CLI_DEFAULTS = {"steer": steer_cli_default, "pipeline": _pipeline_cli_default}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 from experiments.common import console, write_json
+from experiments.presets import preset
+from rfs_jax.agents.ppo import PPOConfig
+from rfs_jax.steering import SteeringConfig
 
 
 @dataclasses.dataclass
@@ -44,6 +47,31 @@ class PipelineArgs:
     seed: int = 0
     fresh: bool = False
     """Redo every stage even where its outputs exist."""
+    ppo: PPOConfig = None  # type: ignore[assignment]  # filled from --preset
+    """PPO, budget, evaluation and checkpoint cadence of every steering stage (default: the
+    preset's; ``--num-envs`` and ``--total-env-steps`` override these)."""
+    steering: SteeringConfig = None  # type: ignore[assignment]  # filled from --preset
+    """Steering head of every steering stage (default: the preset's; the mode is set per
+    stage from ``--modes``)."""
+
+    def __post_init__(self):
+        p = preset(self.preset)
+        if self.ppo is None:
+            self.ppo = p.ppo
+        if self.steering is None:
+            self.steering = p.steering
+
+
+def cli_default(argv) -> PipelineArgs:
+    """The defaults ``rfs pipeline ARGV`` parses against: ``--preset``'s PPO and steering
+    settings, so that ``--ppo.*`` / ``--steering.*`` flags override the preset's."""
+    from experiments.steer import _flag_value
+
+    name = _flag_value(argv, "--preset")
+    try:
+        return PipelineArgs(preset=name) if name else PipelineArgs()
+    except ValueError:  # an unknown preset: tyro's own choice check reports it
+        return PipelineArgs()
 
 
 def pipeline(args: PipelineArgs) -> dict:
@@ -113,7 +141,16 @@ def pipeline(args: PipelineArgs) -> dict:
         if args.total_env_steps:
             changes["total_env_steps"] = args.total_env_steps
         resume = (run_dir / "config.json").exists() and not args.fresh
-        steer(SteerArgs.from_preset(args.preset, resume=resume, overwrite=args.fresh, **changes))
+        steer(
+            SteerArgs(
+                preset=args.preset,
+                ppo=args.ppo,
+                steering=args.steering,
+                resume=resume,
+                overwrite=args.fresh,
+                **changes,
+            )
+        )
         # Always redone: the run may have trained on since the last evaluation.
         for name, file, deterministic in (
             (mode, "eval_final.json", True),
@@ -129,6 +166,10 @@ def pipeline(args: PipelineArgs) -> dict:
         summary["stages"][f"{mode}_s"] = time.time() - t0
 
     summary["wall_s"] = time.time() - t0
+    if args.modes:
+        from rfs_jax.logging import plot_curves
+
+        summary["curves"] = str(plot_curves([out / m for m in args.modes], out / "curves.png"))
     write_json(out / "pipeline.json", summary)
     _print_table(summary, args.modes)
     return summary

@@ -99,6 +99,10 @@ class SteerArgs:
     host with JAX_COORDINATOR_ADDRESS=host0:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID set (or
     under SLURM / Open MPI, which JAX detects). Process 0 writes the logs; the run folder must
     be on a filesystem every host sees."""
+    override: tuple[str, ...] = ()
+    """Env config overrides KEY=VALUE for training (dotted for nested fields), on top of the
+    base's env config, e.g. ``hand.shaping=potential``; saved in config.json, so `rfs eval`
+    of the run uses them too."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep."""
     progress: bool = True
@@ -169,6 +173,7 @@ def args_from_config(config: dict, out: Path) -> SteerArgs:
         preset=config.get("preset"),
         seed=config["seed"],
         seeds=config.get("seeds", 1),
+        override=tuple(config.get("overrides", ())),
         resume=True,
         steering=SteeringConfig(**config["steering"]),
         ppo=PPOConfig(**config["ppo"]),
@@ -222,7 +227,7 @@ def _resolve(args: SteerArgs) -> _Run:
         )
     from experiments.base import load_base
 
-    task, env, flow_cfg, base_params, meta = load_base(base_dir)
+    task, env, flow_cfg, base_params, meta = load_base(base_dir, tuple(args.override))
     if args.task is not None and args.task != task:
         raise ValueError(
             f"--task {args.task} does not match the base policy at {base_dir}, trained for "
@@ -240,7 +245,8 @@ def _resolve(args: SteerArgs) -> _Run:
         "steering": dataclasses.asdict(steering),
         "ppo": dataclasses.asdict(ppo),
         "flow": dataclasses.asdict(flow_cfg),
-        "env_config": meta["env_config"],
+        "env_config": dataclasses.asdict(env.config) if args.override else meta["env_config"],
+        "overrides": list(args.override),
         "episode_length": env.config.episode_length,
         "env_steps_per_iteration": ppo.env_steps_per_iteration(flow_cfg.exec_horizon),
         "num_iterations": ppo.num_iterations(flow_cfg.exec_horizon),
@@ -656,6 +662,35 @@ def _evaluate_state(
 # --------------------------------------------------------------------------- eval
 
 
+def _load_run_state(run_dir: Path, env, flow_cfg):
+    """``(state, networks, iteration)`` of a steering run's newest readable checkpoint, on one
+    device whatever the devices (or hosts) it trained on; ``env`` and ``flow_cfg`` are its
+    base's."""
+    from rfs_jax.agents.ppo import abstract_training_state, make_networks
+    from rfs_jax.checkpoint import Checkpointer
+    from rfs_jax.flow import make_sampler
+    from rfs_jax.sharding import make_mesh
+
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    steering, ppo = SteeringConfig(**config["steering"]), PPOConfig(**config["ppo"])
+    sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
+    networks = make_networks(
+        env, sampler, steering, ppo, horizon=flow_cfg.horizon, exec_horizon=flow_cfg.exec_horizon
+    )
+    seeds = [config["seed"] + i for i in range(config.get("seeds", 1))]
+    abstract = abstract_training_state(
+        env, env.config.episode_length, networks, ppo, _run_key(seeds), mesh=make_mesh(1)
+    )
+    with Checkpointer(run_dir / CHECKPOINT_DIR, log=_warn) as ckpt:
+        if not ckpt.steps():
+            raise FileNotFoundError(
+                f"no checkpoint in {ckpt.directory}: the run saved none yet (resume it with "
+                f"`rfs steer --out {run_dir} --resume`)"
+            )
+        iteration, state = ckpt.restore_latest(abstract)
+    return state, networks, iteration
+
+
 def evaluate_run(
     run_dir: Path,
     *,
@@ -684,35 +719,18 @@ def evaluate_run(
 
     import jax
 
-    from rfs_jax.agents.ppo import abstract_training_state, make_networks
-    from rfs_jax.checkpoint import Checkpointer
-    from rfs_jax.flow import make_sampler
-    from rfs_jax.sharding import make_mesh
-
     base_dir = Path(config["base"])
     if not (base_dir / "config.json").is_file():
         raise FileNotFoundError(
             f"the base policy of {run_dir} is gone from {base_dir}: restore it there (the run's "
             f"{CONFIG_FILE} names it)"
         )
+    # The run's own training overrides first, then the evaluation's.
+    overrides = tuple(config.get("overrides", ())) + tuple(overrides)
     task, env, flow_cfg, base_params, _ = load_base(base_dir, overrides)
-    steering, ppo = SteeringConfig(**config["steering"]), PPOConfig(**config["ppo"])
-    sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
-    networks = make_networks(
-        env, sampler, steering, ppo, horizon=flow_cfg.horizon, exec_horizon=flow_cfg.exec_horizon
-    )
+    state, networks, iteration = _load_run_state(run_dir, env, flow_cfg)
+    steering, ppo = networks.steering.cfg, PPOConfig(**config["ppo"])
     seeds = [config["seed"] + i for i in range(config.get("seeds", 1))]
-    # Onto one device here, whatever the devices (or hosts) the run was trained on.
-    abstract = abstract_training_state(
-        env, env.config.episode_length, networks, ppo, _run_key(seeds), mesh=make_mesh(1)
-    )
-    with Checkpointer(run_dir / CHECKPOINT_DIR, log=_warn) as ckpt:
-        if not ckpt.steps():
-            raise FileNotFoundError(
-                f"no checkpoint in {ckpt.directory}: the run saved none yet (resume it with "
-                f"`rfs steer --out {run_dir} --resume`)"
-            )
-        iteration, state = ckpt.restore_latest(abstract)
     episodes = episodes or ppo.eval_episodes
     deterministic = ppo.deterministic_eval if deterministic is None else deterministic
     metrics = _evaluate_state(

@@ -33,10 +33,14 @@ class EpisodeStats:
 
     ret: Array
     success: Array  # 1 once any step of the episode reported success
+    whole: Array  # 1 if the episode began at its first step (0: a staggered first episode)
 
     @classmethod
-    def zeros(cls, num_envs: int) -> EpisodeStats:
-        return cls(ret=jnp.zeros((num_envs,)), success=jnp.zeros((num_envs,)))
+    def zeros(cls, num_envs: int, whole: bool = True) -> EpisodeStats:
+        """Fresh totals; ``whole=False`` marks every env's current episode as cut (one started
+        part-way by ``envs.wrappers.stagger``), so its end is not counted as an episode."""
+        zeros = jnp.zeros((num_envs,))
+        return cls(ret=zeros, success=zeros, whole=jnp.full((num_envs,), float(whole)))
 
 
 class ChunkResult(NamedTuple):
@@ -49,6 +53,7 @@ class ChunkResult(NamedTuple):
     episode_success: Array  # 1 if that episode succeeded at any step, 0 where none ended
     reward_terms: Metrics  # ``reward/<name>`` summed over the chunk's live steps
     env_steps: Array  # env steps that belonged to an episode (held steps excluded)
+    episode_whole: Array  # 1 if the episode that ended was a whole one (see EpisodeStats)
 
 
 def _where(mask: Array, new, old):
@@ -85,8 +90,13 @@ def step_chunk(
             episode_success=out.episode_success + done * ep_success,
             reward_terms={k: out.reward_terms[k] + alive * new.metrics[k] for k in term_names},
             env_steps=out.env_steps + alive,
+            episode_whole=out.episode_whole + done * stats.whole,
         )
-        stats = EpisodeStats(ret=ep_ret * (1.0 - done), success=ep_success * (1.0 - done))
+        stats = EpisodeStats(
+            ret=ep_ret * (1.0 - done),
+            success=ep_success * (1.0 - done),
+            whole=jnp.maximum(stats.whole, done),
+        )
         state = _where(alive > 0, new, state)
         alive = alive * (1.0 - new.done)
         return (state, stats, alive, out), None
@@ -99,6 +109,7 @@ def step_chunk(
         episode_success=zeros,
         reward_terms={k: zeros for k in term_names},
         env_steps=zeros,
+        episode_whole=zeros,
     )
     alive = jnp.ones((batch,))
     (state, stats, _, out), _ = jax.lax.scan(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from envs.probes import ConstantRewardEnv, ObsDependentRewardEnv
-from envs.wrappers import batch_keys, wrap
+from envs.wrappers import batch_keys, stagger, wrap
 from rfs_jax import running_stats
 from rfs_jax.acting import EpisodeStats, step_chunk
 from rfs_jax.agents.ppo import (
@@ -182,6 +182,30 @@ def test_step_chunk_masks_after_done_and_holds_the_new_episode():
     np.testing.assert_allclose(out.episode_success, obs > 0)
 
 
+def test_stagger_spreads_the_first_time_limits_and_their_episodes_are_not_counted():
+    length = 6
+    env = wrap(ConstantRewardEnv(), episode_length=length)
+    state = stagger(env.reset(batch_keys(jax.random.key(0), 256)), jax.random.key(1), length)
+    steps = np.asarray(state.info["steps"])
+    assert steps.min() >= 0 and steps.max() <= length - 1
+    assert len(np.unique(steps)) == length  # every start step drawn among 256 envs
+    stats = EpisodeStats.zeros(256, whole=False)
+    chunk = jnp.zeros((256, H_EXEC, ACT))
+    step = jax.jit(lambda s, st: step_chunk(env, s, chunk, st))
+    ends = []
+    for _ in range(length):  # 12 env steps: every env ends its cut episode and a whole one
+        state, stats, out = step(state, stats)
+        ends.append((np.asarray(out.done), np.asarray(out.episode_whole)))
+    done = np.stack([d for d, _ in ends])
+    whole = np.stack([w for _, w in ends])
+    # The first ending of each env is its cut episode (not whole); its next one is whole.
+    first = np.argmax(done > 0, axis=0)
+    assert np.all(whole[first, np.arange(256)] == 0)
+    assert len(np.unique(first)) > 1  # not in lock-step
+    assert np.all(whole.sum(0) == done.sum(0) - 1)
+    np.testing.assert_allclose(stats.whole, 1.0)
+
+
 # --------------------------------------------------------------------------- value probes
 
 
@@ -253,6 +277,56 @@ def test_base_kl_term_enters_the_loss_with_its_weight():
     weighted, _ = loss(2.0)
     assert float(metrics["ppo/base_kl"]) > 0.0
     np.testing.assert_allclose(weighted, plain + 2.0 * metrics["ppo/base_kl"], rtol=1e-5)
+
+
+def test_latent_offset_kl_by_hand_and_in_the_loss():
+    """The offset KL is |weighted batch mean of the latent means|^2 / 2, blind to the part of
+    the means that varies by state and to the residual; it enters the loss with its weight."""
+    steering = make_steering(SteeringConfig(hidden=(16,)), zero_sampler, 1, ACT, H, H_EXEC)
+    latent, residual = steering.latent_size, steering.residual_size
+    offset = jnp.arange(latent, dtype=jnp.float32) / latent
+    varying = jnp.array([[1.0], [-1.0], [3.0]]) * jnp.ones((1, latent))  # weighted mean 0
+    mean = jnp.concatenate([offset + varying, jnp.full((3, residual), 5.0)], axis=1)
+    weight = jnp.array([1.0, 1.0, 0.0])
+    expected = 0.5 * float(jnp.sum(offset**2))
+    np.testing.assert_allclose(steering.latent_offset_kl(mean, weight), expected, rtol=1e-6)
+    residual_only = make_steering(
+        SteeringConfig(mode="residual", hidden=(16,)), zero_sampler, 1, ACT, H, H_EXEC
+    )
+    assert float(residual_only.latent_offset_kl(mean)) == 0.0
+
+    networks = make_ppo_networks(steering, value_hidden=(16,))
+    params = jax.tree.map(lambda x: x + 0.1, steering.init(jax.random.key(0)))
+    value_params = networks.init_value(jax.random.key(1))
+    n = 8
+    keys = jax.random.split(jax.random.key(2), 4)
+    batch = Batch(
+        obs=jax.random.normal(keys[0], (n, 1)),
+        raw=jax.random.normal(keys[1], (n, steering.raw_size)),
+        base_chunk=jnp.zeros((n, H_EXEC, ACT)),
+        log_prob=jnp.zeros((n,)),
+        advantage=jax.random.normal(keys[2], (n,)),
+        target=jax.random.normal(keys[3], (n,)),
+        weight=jnp.ones((n,)),
+    )
+
+    def loss(coef):
+        return compute_ppo_loss(
+            (params, value_params),
+            running_stats.init(1),
+            batch,
+            networks,
+            0.2,
+            0.5,
+            0.0,
+            True,
+            offset_kl_coef=coef,
+        )
+
+    plain, metrics = loss(0.0)
+    weighted, _ = loss(3.0)
+    assert float(metrics["ppo/offset_kl"]) > 0.0
+    np.testing.assert_allclose(weighted, plain + 3.0 * metrics["ppo/offset_kl"], rtol=1e-5)
 
 
 def test_critic_warmup_trains_only_the_value_first():

@@ -145,8 +145,18 @@ def test_pipeline_compares_base_and_rfs_like_for_like(base_dir, workdir):
     shutil.copytree(base_dir, out / "base")
     (out / "base" / "eval.json").write_text(json.dumps(evaluate_run(base_dir, episodes=32)))
 
-    summary = pipeline(PipelineArgs(task=TASK, preset="probe", out=out, eval_episodes=32))
+    # --ppo.* / --steering.* reach the steering stage (the preset gives the rest).
+    ppo = dataclasses.replace(PROBE.ppo, policy_lr=2e-4)
+    steering = dataclasses.replace(PROBE.steering, residual_scale=0.15)
+    args = PipelineArgs(
+        task=TASK, preset="probe", out=out, eval_episodes=32, ppo=ppo, steering=steering
+    )
+    summary = pipeline(args)
 
+    config = json.loads((out / "rfs" / "config.json").read_text())
+    assert config["ppo"]["policy_lr"] == 2e-4 and config["steering"]["residual_scale"] == 0.15
+    assert config["ppo"]["num_envs"] == PROBE.ppo.num_envs
+    assert (out / "curves.png").stat().st_size > 0  # every mode's curves, one per task
     assert summary["expert_success"] == 0.5
     assert json.loads((out / "pipeline.json").read_text())["rfs"] == summary["rfs"]
     for name, deterministic in (("base", False), ("base_mean", True), ("rfs", True)):
@@ -158,6 +168,16 @@ def test_pipeline_compares_base_and_rfs_like_for_like(base_dir, workdir):
     assert again["success_rate"] == summary["rfs_sampled"]["success_rate"]
     again = evaluate_run(out / "base", episodes=32, deterministic=True, seed=1)
     assert again["success_rate"] == summary["base_mean"]["success_rate"]
+
+
+def test_pipeline_cli_takes_the_presets_settings_and_ppo_flags():
+    from experiments.pipeline import cli_default
+
+    argv = ["--preset", "probe", "--ppo.policy-lr", "5e-5", "--steering.latent-bound", "2.0"]
+    args = tyro.cli(PipelineArgs, args=argv, default=cli_default(argv))
+    assert args.ppo.policy_lr == 5e-5 and args.steering.latent_bound == 2.0
+    assert args.ppo.num_envs == PROBE.ppo.num_envs  # the rest is the probe preset's
+    assert PipelineArgs(preset="gpu").ppo == PRESETS["gpu"].ppo
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -42,6 +42,13 @@ class HandConfig:
     contact_set: Literal["pads", "full"] = "pads"
     """Which hand geoms touch objects: medial links and fingertip pads + palm ("pads", 28
     potential contacts with one object), or every finger link and tip + palm ("full", 40)."""
+    shaping: Literal["dense", "potential"] = "dense"
+    """How the tasks pay their shaping terms (``HandEnv.score``). ``dense``: every step pays
+    each term's value, and success pays what the terms could still have paid. ``potential``:
+    each step pays the change of the terms (potential-based shaping, Ng, Harada & Russell 1999:
+    the shaping sums to the potential gained and cannot be farmed by staying near a rewarded
+    state), and an episode ending in success pays back its potential (a terminal state has
+    potential 0), so only success changes which policy is best."""
     joint_limits: bool = False
     """Joint-limit constraints. The position servos' targets already lie inside the LEAP
     ranges, so the limits only add 22 constraint rows to every solver iteration."""
@@ -292,25 +299,41 @@ class HandEnv(Env):
         data = jax.tree.map(lambda new, old: jnp.where(finite, new, old), data, previous)
         return data, jnp.where(finite, reward, 0.0), out | ~finite
 
+    # The terms ``score`` treats as shaping (set by each task).
+    shaping_terms: tuple[str, ...] = ()
+
+    def initial_potential(self) -> jax.Array:
+        """``[len(shaping_terms)]`` zeros: ``state.info["potential"]`` of a reset state."""
+        return jnp.zeros((len(self.shaping_terms),))
+
     def score(
         self,
         terms: dict[str, jax.Array],
         scales,
         success: jax.Array,
         t: jax.Array,
-        shaping: tuple[str, ...],
-    ) -> dict[str, jax.Array]:
-        """The named reward terms times their scales (fields of the task's reward config).
+        potential: jax.Array,
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """The named reward terms times their scales (fields of the task's reward config), and
+        the new ``info["potential"]`` (the scaled shaping terms of this step).
 
-        The success step also pays, on top of ``success``'s scale, the most the ``shaping``
-        terms could still have paid until the time limit (``episode_length`` control steps
-        after ``t``): ending an episode by succeeding must never earn less than hovering near
-        success until the end would."""
+        ``hand.shaping == "dense"``: each term is paid as it is, and the success step also
+        pays, on top of ``success``'s scale, the most the ``shaping_terms`` could still have
+        paid until the time limit (``episode_length`` control steps after ``t``): ending an
+        episode by succeeding must never earn less than hovering near success until the end
+        would. ``"potential"``: each shaping term pays its change since the previous step
+        (``potential`` holds the previous values; a reset's are 0), and the success step,
+        which ends the episode, pays back what the terms hold (potential 0 at the end)."""
         rewards = {k: v * getattr(scales, k) for k, v in terms.items()}
+        now = jnp.stack([rewards[k] for k in self.shaping_terms])
+        if self.config.hand.shaping == "potential":
+            paid = jnp.where(success, -potential, now - potential)
+            rewards.update({k: paid[i] for i, k in enumerate(self.shaping_terms)})
+            return rewards, now
         steps_left = jnp.maximum(self.config.episode_length - t, 0).astype(jnp.float32)
-        most = sum(getattr(scales, k) for k in shaping)
+        most = sum(getattr(scales, k) for k in self.shaping_terms)
         rewards["success"] = rewards["success"] + success * steps_left * most
-        return rewards
+        return rewards, now
 
     def end_step(
         self,

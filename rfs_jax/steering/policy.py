@@ -236,6 +236,27 @@ class Steering:
         kl = 0.5 * (jnp.exp(2.0 * log_ratio) + jnp.square(mean) * jnp.exp(-2.0 * log_std0) - 1.0)
         return jnp.sum(self.mask * (kl - log_ratio), axis=-1)
 
+    def latent_offset_kl(self, mean: Array, weight: Array | None = None) -> Array:
+        """``[]``: ``KL(N(m, I) || N(0, I)) = |m|^2 / 2`` of the latent mean's state-independent
+        part ``m``, its (``weight``-ed) average over a batch ``mean [B, D]``; 0 in the modes that
+        do not learn the latent.
+
+        ``kl_to_base`` restricted to the part of the latent means that is the same in every
+        state. That part has no use as steering: the frozen sampler turns a shared shift of its
+        noise into the same action bias in every state (a wrist drift the delta actions
+        integrate), and the policy gradient along it was measured at the level of its noise on
+        the placing tasks (README, "Why the latent drifts"). The state-dependent part, the
+        steering itself, is not penalised.
+        """
+        if not self.cfg.learns_latent:
+            return jnp.zeros(())
+        latent = mean[:, : self.latent_size]
+        if weight is None:
+            offset = jnp.mean(latent, axis=0)
+        else:
+            offset = jnp.sum(weight[:, None] * latent, axis=0) / jnp.maximum(jnp.sum(weight), 1.0)
+        return 0.5 * jnp.sum(jnp.square(offset))
+
     def drift_metrics(self, mean: Array, log_std: Array) -> dict[str, Array]:
         """How far the head has moved from the base policy, over a batch ``mean [B, D]``.
 

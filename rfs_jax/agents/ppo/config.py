@@ -49,6 +49,12 @@ class PPOConfig:
     published; a behaviour regulariser against the head drifting away from the noise the flow
     was trained on. ``ppo/base_kl`` is logged whatever the weight."""
 
+    offset_kl_coef: float = 0.0
+    """Weight of the latent offset's KL, ``|mean_s mu_latent(s)|^2 / 2`` over each minibatch
+    (``Steering.latent_offset_kl``): a prior that holds the state-independent part of the latent
+    means at the base's 0 and leaves the state-dependent steering free. Not published. Logged
+    as ``ppo/offset_kl`` whatever the weight."""
+
     max_grad_norm: float = 1.0
     """Global gradient-norm clip, applied to the policy and to the value gradients separately
     (paper's value)."""
@@ -81,6 +87,12 @@ class PPOConfig:
     target_kl`` the steering head takes no more SGD steps until the next rollout; the value
     function keeps training through all epochs. ``None``: off (every step is taken).
     ``ppo/policy_steps`` logs the fraction of steps taken."""
+
+    stagger_episodes: bool = True
+    """Start each env at a random step of its first episode (``envs.wrappers.stagger``), so
+    episodes end spread over the rollouts rather than in lock-step and ``env/success`` is a
+    usable curve; the cut-short first episodes are left out of ``env/*``. Not published;
+    rsl_rl's ``init_at_random_ep_len``."""
 
     normalize_advantage: bool = True
     """Standardise advantages per minibatch."""
@@ -135,8 +147,9 @@ class PPOConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.base_kl_coef < 0:
-            raise ValueError(f"base_kl_coef must be >= 0, got {self.base_kl_coef}")
+        for name in ("base_kl_coef", "offset_kl_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
         if self.log_interval <= 0:

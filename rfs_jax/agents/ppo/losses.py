@@ -68,6 +68,7 @@ def compute_ppo_loss(
     entropy_coef: float,
     normalize_advantage: bool,
     base_kl_coef: float = 0.0,
+    offset_kl_coef: float = 0.0,
 ) -> tuple[Array, Metrics]:
     """Total loss of ``params = (steering_params, value_params)`` on one minibatch.
 
@@ -80,6 +81,7 @@ def compute_ppo_loss(
     action_mean, log_std = steering.distribution(steering_params, obs_n, batch.base_chunk)
     log_prob, entropy = steering.log_prob_entropy_of(action_mean, log_std, batch.raw)
     base_kl = _weighted_mean(steering.kl_to_base(action_mean, log_std), batch.weight)
+    offset_kl = steering.latent_offset_kl(action_mean, batch.weight)
     advantage = batch.advantage
     if normalize_advantage:
         mean = _weighted_mean(advantage, batch.weight)
@@ -91,7 +93,13 @@ def compute_ppo_loss(
     value = networks.value.apply(value_params, obs_n)
     value_loss = _weighted_mean(jnp.square(value - batch.target), batch.weight)
     entropy = _weighted_mean(entropy, batch.weight)
-    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy + base_kl_coef * base_kl
+    loss = (
+        policy_loss
+        + value_coef * value_loss
+        - entropy_coef * entropy
+        + base_kl_coef * base_kl
+        + offset_kl_coef * offset_kl
+    )
     metrics.update(
         {
             "ppo/loss": loss,
@@ -99,6 +107,7 @@ def compute_ppo_loss(
             "ppo/value_loss": value_loss,
             "ppo/entropy": entropy,
             "ppo/base_kl": base_kl,
+            "ppo/offset_kl": offset_kl,
         }
     )
     return loss, metrics

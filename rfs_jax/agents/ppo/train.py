@@ -41,7 +41,7 @@ import optax
 from brax.envs.base import Env, State
 from jax.sharding import Mesh
 
-from envs.wrappers import batch_keys, wrap
+from envs.wrappers import batch_keys, stagger, wrap
 from rfs_jax import running_stats, sharding
 from rfs_jax.acting import EpisodeStats, step_chunk
 from rfs_jax.agents.ppo.config import PPOConfig
@@ -193,10 +193,14 @@ def init_training_state(
     policy_opt, value_opt = make_optimizers(cfg)
 
     def init(key: PRNGKey) -> TrainingState:
-        key, key_env, key_steering, key_value = jax.random.split(key, 4)
+        key, key_env, key_steering, key_value, key_stagger = jax.random.split(key, 5)
         steering_params = networks.steering.init(key_steering)
         value_params = networks.init_value(key_value)
         env_state = env.reset(batch_keys(key_env, cfg.num_envs))
+        if cfg.stagger_episodes:
+            # ``episode_length`` of the EpisodeWrapper inside ``wrap`` (brax wrappers forward
+            # attributes down the chain).
+            env_state = stagger(env_state, key_stagger, env.episode_length)
         obs_stats = running_stats.update(
             running_stats.init(networks.steering.obs_size), env_state.obs
         )
@@ -207,7 +211,7 @@ def init_training_state(
             value_opt_state=value_opt.init(value_params),
             obs_stats=obs_stats,
             env_state=env_state,
-            episode_stats=EpisodeStats.zeros(cfg.num_envs),
+            episode_stats=EpisodeStats.zeros(cfg.num_envs, whole=not cfg.stagger_episodes),
             key=key,
             iteration=jnp.zeros((), jnp.int32),
             env_steps=jnp.zeros((), jnp.int32),
@@ -243,6 +247,7 @@ def make_train_step(
         value_coef=cfg.value_coef,
         entropy_coef=cfg.entropy_coef,
         base_kl_coef=cfg.base_kl_coef,
+        offset_kl_coef=cfg.offset_kl_coef,
         normalize_advantage=cfg.normalize_advantage,
     )
     num_minibatches, minibatch_size = cfg.num_minibatches, cfg.minibatch_size
@@ -380,7 +385,9 @@ def make_train_step(
 
 
 def _rollout_metrics(traj, outs, target: Array, weight: Array) -> Metrics:
-    episodes = jnp.sum(outs.done)
+    # Whole episodes only: a staggered first episode, cut short, would read as a failure.
+    whole = outs.episode_whole
+    episodes = jnp.sum(whole)
     per_episode = jnp.maximum(episodes, 1.0)
     live_steps = jnp.maximum(jnp.sum(outs.env_steps), 1.0)
     value = traj["value"].reshape(-1)
@@ -390,9 +397,9 @@ def _rollout_metrics(traj, outs, target: Array, weight: Array) -> Metrics:
     residual_var = jnp.sum(weight * jnp.square(residual)) / w_sum
     metrics = {
         "env/episodes": episodes,
-        "env/episode_return": jnp.sum(outs.episode_return) / per_episode,
-        "env/success": jnp.sum(outs.episode_success) / per_episode,
-        "env/truncated": jnp.sum(outs.truncation) / per_episode,
+        "env/episode_return": jnp.sum(whole * outs.episode_return) / per_episode,
+        "env/success": jnp.sum(whole * outs.episode_success) / per_episode,
+        "env/truncated": jnp.sum(whole * outs.truncation) / per_episode,
         "ppo/value_mean": jnp.mean(value),
         "ppo/explained_variance": 1.0 - residual_var / jnp.maximum(target_var, 1e-8),
     }

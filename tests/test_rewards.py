@@ -1,0 +1,64 @@
+"""HandEnv.score, the reward tail every hand task shares: dense and potential-based shaping by
+hand (no physics: the terms are given)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+import envs
+
+
+def _grasp(shaping: str):
+    return envs.make("grasp", **{"hand.shaping": shaping})
+
+
+def _terms(reach, contact, lift, success):
+    return {
+        "reach": jnp.float32(reach),
+        "contact": jnp.float32(contact),
+        "lift": jnp.float32(lift),
+        "success": jnp.float32(success),
+        "action": jnp.float32(-0.1),
+    }
+
+
+def test_potential_shaping_pays_changes_and_telescopes():
+    env = _grasp("potential")
+    scales = env.config.reward
+    potential = env.initial_potential()
+    steps = [(0.2, 0.0, 0.0), (0.5, 0.5, 0.0), (0.9, 1.0, 0.4), (0.9, 1.0, 0.4)]
+    paid = 0.0
+    for i, (reach, contact, lift) in enumerate(steps):
+        rewards, potential = env.score(
+            _terms(reach, contact, lift, 0.0), scales, jnp.bool_(False), jnp.int32(i + 1), potential
+        )
+        paid += sum(float(rewards[k]) for k in env.shaping_terms)
+        np.testing.assert_allclose(rewards["action"], -0.1 * scales.action, rtol=1e-6)
+        np.testing.assert_allclose(rewards["success"], 0.0)
+    final = 0.9 * scales.reach + 1.0 * scales.contact + 0.4 * scales.lift
+    np.testing.assert_allclose(paid, final, rtol=1e-5)  # sum of changes = potential reached
+    # Staying put pays nothing (the last step repeated the one before).
+    assert sum(float(rewards[k]) for k in env.shaping_terms) == 0.0
+
+    # Success ends the episode: the terms pay back what they hold, success pays its scale.
+    rewards, _ = env.score(
+        _terms(0.9, 1.0, 1.0, 1.0), scales, jnp.bool_(True), jnp.int32(5), potential
+    )
+    np.testing.assert_allclose(sum(float(rewards[k]) for k in env.shaping_terms), -final, rtol=1e-5)
+    np.testing.assert_allclose(rewards["success"], scales.success)
+
+
+def test_dense_shaping_pays_values_and_success_pays_the_rest():
+    env = _grasp("dense")
+    scales = env.config.reward
+    t = 10
+    rewards, potential = env.score(
+        _terms(0.5, 1.0, 0.2, 1.0), scales, jnp.bool_(True), jnp.int32(t), env.initial_potential()
+    )
+    np.testing.assert_allclose(rewards["reach"], 0.5 * scales.reach, rtol=1e-6)
+    np.testing.assert_allclose(rewards["lift"], 0.2 * scales.lift, rtol=1e-6)
+    most = scales.reach + scales.contact + scales.lift
+    left = env.config.episode_length - t
+    np.testing.assert_allclose(rewards["success"], scales.success + left * most, rtol=1e-6)
+    np.testing.assert_allclose(potential, [0.5 * scales.reach, scales.contact, 0.2 * scales.lift])
