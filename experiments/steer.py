@@ -31,7 +31,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -662,10 +662,23 @@ def _evaluate_state(
 # --------------------------------------------------------------------------- eval
 
 
+class PolicyState(NamedTuple):
+    """What acting needs of a training state (``TrainingState``'s fields of the same names)."""
+
+    obs_stats: object
+    steering_params: object
+    env_steps: object
+
+    @property
+    def policy_params(self):
+        return self.obs_stats, self.steering_params
+
+
 def _load_run_state(run_dir: Path, env, flow_cfg):
-    """``(state, networks, iteration)`` of a steering run's newest readable checkpoint, on one
-    device whatever the devices (or hosts) it trained on; ``env`` and ``flow_cfg`` are its
-    base's."""
+    """``(policy state, networks, iteration)`` of a steering run's newest readable checkpoint,
+    on one device whatever the devices (or hosts) it trained on. ``env`` and ``flow_cfg`` are its
+    base's; ``env`` may differ from the training env (other object shapes or sizes): only the
+    policy's params and normaliser are restored (``PolicyState``), not the env state."""
     from rfs_jax.agents.ppo import abstract_training_state, make_networks
     from rfs_jax.checkpoint import Checkpointer
     from rfs_jax.flow import make_sampler
@@ -687,8 +700,10 @@ def _load_run_state(run_dir: Path, env, flow_cfg):
                 f"no checkpoint in {ckpt.directory}: the run saved none yet (resume it with "
                 f"`rfs steer --out {run_dir} --resume`)"
             )
-        iteration, state = ckpt.restore_latest(abstract)
-    return state, networks, iteration
+        iteration, parts = ckpt.restore_latest(
+            abstract, part=lambda s: (s.obs_stats, s.steering_params, s.env_steps)
+        )
+    return PolicyState(*parts), networks, iteration
 
 
 def evaluate_run(

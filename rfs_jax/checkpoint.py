@@ -116,16 +116,43 @@ class Checkpointer:
         self._manager.save(step, args=ocp.args.Composite(**items), force=True)
         self._manager.wait_until_finished()
 
-    def restore(self, step: int, abstract: T) -> T:
+    def restore(self, step: int, abstract: T, part: Callable[[T], Any] | None = None) -> T:
         """The state saved at ``step``, restored into ``abstract`` (``jax.eval_shape`` of the
         state's constructor). Raises ``ValueError`` when a saved leaf's shape or dtype differs
         from the target's (orbax itself would hand back the saved shape), and whatever orbax
-        raises when the step is unreadable."""
+        raises when the step is unreadable.
+
+        ``part(abstract)`` (a function picking a sub-tree, e.g. ``lambda s: s.steering_params``)
+        restores and checks only those leaves and returns that sub-tree: the rest of the saved
+        state is read with the shapes it was saved with, whatever ``abstract`` says of them
+        (an evaluation in another env restores a policy whose env state has other shapes)."""
+        if part is not None:
+            return self._restore_part(step, abstract, part)
         saved = self._manager.restore(
             step,
             args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(_sized_leaves(abstract))}),
         )[_STATE]
-        restored = _with_empty_leaves(abstract, saved)
+        return self._checked(step, abstract, _with_empty_leaves(abstract, saved))
+
+    def _restore_part(self, step: int, abstract: Any, part: Callable[[Any], Any]) -> Any:
+        stored = ocp.StandardCheckpointer().metadata(self.path(step) / _STATE).item_metadata
+        stored = getattr(stored, "tree", stored)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = {
+            k: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device) for k, m in stored.items()
+        }
+        saved = self._manager.restore(
+            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(target)})
+        )[_STATE]
+        index = {id(leaf): i for i, leaf in enumerate(jax.tree.leaves(abstract))}
+        wanted, treedef = jax.tree.flatten(part(abstract))
+        out = []
+        for leaf in wanted:
+            key = f"{index[id(leaf)]:05d}"  # the leaf's position in the whole saved state
+            out.append(saved[key] if key in saved else jnp.zeros(leaf.shape, leaf.dtype))
+        return self._checked(step, treedef.unflatten(wanted), treedef.unflatten(out))
+
+    def _checked(self, step: int, abstract: T, restored: T) -> T:
         if jax.tree.structure(restored) != jax.tree.structure(abstract):
             raise ValueError(f"{self.path(step)} holds a differently structured state")
         mismatched = [
@@ -145,8 +172,11 @@ class Checkpointer:
             )
         return restored
 
-    def restore_latest(self, abstract: T) -> tuple[int, T] | None:
+    def restore_latest(
+        self, abstract: T, part: Callable[[T], Any] | None = None
+    ) -> tuple[int, T] | None:
         """``(step, state)`` of the newest readable checkpoint; ``None`` when there is none.
+        ``part``: restore only that sub-tree (see ``restore``).
 
         Unreadable newer steps are reported through ``log`` with their path and the error,
         then moved to ``<dir>_unreadable/``. When no step can be read, ``CheckpointError``
@@ -156,7 +186,7 @@ class Checkpointer:
         failures: list[tuple[int, Exception]] = []
         for step in reversed(self.steps()):
             try:
-                state = self.restore(step, abstract)
+                state = self.restore(step, abstract, part)
             except Exception as e:  # orbax raises many types (IO, tensorstore, tree mismatch)
                 self.log(
                     f"checkpoint {self.path(step)} cannot be read ({type(e).__name__}: "

@@ -1,5 +1,5 @@
-"""HandEnv.score, the reward tail every hand task shares: dense and potential-based shaping by
-hand (no physics: the terms are given)."""
+"""What every hand task shares, without compiling a step: HandEnv.score (dense and
+potential-based shaping by hand, the terms given) and the up-front check of object shapes."""
 
 from __future__ import annotations
 
@@ -62,3 +62,16 @@ def test_dense_shaping_pays_values_and_success_pays_the_rest():
     left = env.config.episode_length - t
     np.testing.assert_allclose(rewards["success"], scales.success + left * most, rtol=1e-6)
     np.testing.assert_allclose(potential, [0.5 * scales.reach, scales.contact, 0.2 * scales.lift])
+
+
+def test_object_shapes_mjx_cannot_collide_are_refused_up_front():
+    """No compile: the check reads the model's contact pairs. A cylinder against the box palm
+    and table has no MJX collision function; the message names the shapes that work."""
+    import pytest
+
+    with pytest.raises(ValueError, match=r"cylinder .* box, sphere, capsule$"):
+        envs.make("grasp", **{"object.shape": "cylinder"})
+    with pytest.raises(ValueError, match="ellipsoid"):
+        envs.make("pick_place", **{"object.shape": "ellipsoid"})
+    for shape in ("box", "sphere", "capsule"):
+        envs.make("grasp", **{"object.shape": shape})

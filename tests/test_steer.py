@@ -14,6 +14,7 @@ import shutil
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tyro
@@ -261,6 +262,27 @@ def test_a_diverged_update_stops_training_before_its_checkpoint(base_dir, full_r
             **kw,
         )
     assert saved == []
+
+
+def test_a_part_restores_whatever_shapes_the_rest_of_the_state_has(tmp_path):
+    """Evaluating a policy in another env (other object shapes: other contact arrays in the env
+    state) restores its params alone; the whole state would not fit."""
+    saved = {"env": jnp.arange(4.0), "policy": {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}}
+    with Checkpointer(tmp_path / "ckpt") as ckpt:
+        ckpt.save(1, saved)
+        abstract = jax.eval_shape(
+            lambda: {"env": jnp.zeros(7), "policy": {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}}
+        )
+        with pytest.raises(ValueError, match="not compatible with the stored shape"):
+            ckpt.restore(1, abstract)
+        step, policy = ckpt.restore_latest(abstract, part=lambda s: s["policy"])
+        assert step == 1
+        np.testing.assert_array_equal(policy["w"], 1.0)
+        bad = jax.eval_shape(
+            lambda: {"env": jnp.zeros(7), "policy": {"w": jnp.zeros((3, 3)), "b": jnp.zeros(3)}}
+        )
+        with pytest.raises(ValueError, match="does not match"):
+            ckpt.restore(1, bad, part=lambda s: s["policy"])
 
 
 @UNREADABLE_READ

@@ -112,6 +112,60 @@ def action_to_fingers(a: jax.Array) -> jax.Array:
     return FINGER_LO + 0.5 * (a + 1.0) * (FINGER_HI - FINGER_LO)
 
 
+def _mjx_pairs() -> set[tuple[int, int]] | None:
+    """Geom-type pairs MJX has collision functions for (``None``: unknown to this MJX)."""
+    try:
+        from mujoco.mjx._src.collision_driver import _COLLISION_FUNC
+    except ImportError:  # a private table; without it MJX itself reports at compile time
+        return None
+    return {(int(a), int(b)) for a, b in _COLLISION_FUNC} | {
+        (int(b), int(a)) for a, b in _COLLISION_FUNC
+    }
+
+
+def check_mjx_collisions(m: mujoco.MjModel, object_geoms) -> None:
+    """Refuse, with the object shapes that would work, a model whose explicit contact pairs
+    (``object_geoms``: the geom ids of the task's objects)
+    include geom types MJX cannot collide (e.g. a cylinder against a box: MJX would fail only
+    when the step compiles, with a traceback)."""
+    supported = _mjx_pairs()
+    if supported is None:
+        return
+    for g1, g2 in zip(m.pair_geom1, m.pair_geom2, strict=True):
+        t1, t2 = int(m.geom_type[g1]), int(m.geom_type[g2])
+        if (t1, t2) in supported:
+            continue
+        if g1 not in object_geoms and g2 not in object_geoms:
+            raise ValueError(
+                f"MJX cannot collide a {_type_name(t1)} with a {_type_name(t2)} (contact pair "
+                f"of geoms {g1} and {g2}); change the scene's geoms"
+            )
+        geom, partner = (g1, t2) if g1 in object_geoms else (g2, t1)
+        name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, int(geom))
+        partners = {
+            int(m.geom_type[b if a == geom else a])
+            for a, b in zip(m.pair_geom1, m.pair_geom2, strict=True)
+            if geom in (a, b)
+        }
+        works = [
+            shape
+            for shape in C.OBJECT_SHAPES
+            if all((int(_geom_type(shape)), p) in supported for p in partners)
+        ]
+        raise ValueError(
+            f"object shape {_type_name(int(m.geom_type[geom]))} of {name!r} cannot collide with "
+            f"a {_type_name(partner)} in MJX; shapes that work in this task: {', '.join(works)}"
+        )
+
+
+def _geom_type(shape: str) -> mujoco.mjtGeom:
+    return getattr(mujoco.mjtGeom, f"mjGEOM_{shape.upper()}")
+
+
+def _type_name(t: int) -> str:
+    return mujoco.mjtGeom(t).name.removeprefix("mjGEOM_").lower()
+
+
 class HandEnv(Env):
     """Base of every hand task: builds the MJX model and steps the hand.
 
@@ -128,6 +182,10 @@ class HandEnv(Env):
         self.hand = hand
         self.xml = build_mjcf(hand, objects, extra_world, extra_pairs)
         self.mj_model = mujoco.MjModel.from_xml_string(self.xml)
+        check_mjx_collisions(
+            self.mj_model,
+            [mujoco.mj_name2id(self.mj_model, mujoco.mjtObj.mjOBJ_GEOM, o.name) for o in objects],
+        )
         self.mjx_model = mjx.put_model(self.mj_model)
         m = self.mj_model
         jnt = lambda n: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)  # noqa: E731
