@@ -233,7 +233,10 @@ def _resolve(args: SteerArgs) -> _Run:
             f"--task {args.task} does not match the base policy at {base_dir}, trained for "
             f"{task!r}; pass --task {task} or another --base"
         )
-    out = Path(args.out if args.out is not None else Path("runs") / task / mode)
+    # Mode "base" must not default to the base policy's own folder, runs/<task>/base.
+    default_name = "base_mode" if mode == "base" else mode
+    out = Path(args.out if args.out is not None else Path("runs") / task / default_name)
+    _refuse_base_folder(out, base_dir)
     config = {
         "format_version": FORMAT_VERSION,
         "task": task,
@@ -252,6 +255,23 @@ def _resolve(args: SteerArgs) -> _Run:
         "num_iterations": ppo.num_iterations(flow_cfg.exec_horizon),
     }
     return _Run(task, env, flow_cfg, base_params, base_dir, out, steering, ppo, config)
+
+
+def _refuse_base_folder(out: Path, base_dir: Path) -> None:
+    """A run folder is never a base policy's folder: writing a run there would replace the
+    base's config.json and lose the base."""
+    config = out / CONFIG_FILE
+    is_base = out.expanduser().resolve() == base_dir.expanduser().resolve()
+    if not is_base and config.is_file():
+        try:
+            is_base = "ppo" not in json.loads(config.read_text())
+        except (ValueError, OSError):
+            is_base = False
+    if is_base:
+        raise ValueError(
+            f"--out {out} holds a base policy (written by `rfs base`); a steering run there would "
+            f"overwrite it: pass another --out"
+        )
 
 
 def _check_resumable(saved: dict, config: dict, path: Path) -> None:
@@ -315,21 +335,27 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
     if threading.current_thread() is not threading.main_thread():
         yield requested.is_set
         return
-    previous = signal.getsignal(signal.SIGINT)
+    # SIGTERM too: clusters (SLURM, Kubernetes) send it before they kill a job.
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in signals}
 
     def handler(signum, frame):
         requested.set()
-        signal.signal(signal.SIGINT, previous)
+        for s in signals:
+            signal.signal(s, previous[s])
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         console.print(
-            "[yellow]interrupt: stopping after this iteration and saving a checkpoint "
-            "(Ctrl-C again to abort without saving)[/]"
+            f"[yellow]{name}: stopping after this iteration and saving a checkpoint "
+            "(again to abort without saving)[/]"
         )
 
-    signal.signal(signal.SIGINT, handler)
+    for s in signals:
+        signal.signal(s, handler)
     try:
         yield requested.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s in signals:
+            signal.signal(s, previous[s])
 
 
 def _progress(enabled: bool):

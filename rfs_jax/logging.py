@@ -126,6 +126,9 @@ def _label(run_dir: Path) -> str:
     return mode if mode == run_dir.name else f"{mode} ({run_dir.name})"
 
 
+# Fewest ended episodes for a training-success point in ``plot_curves``.
+_MIN_EPISODES = 16
+
 _SEED_KEY = re.compile(r"^seed_(\d+)/(.+)$")
 
 
@@ -164,7 +167,15 @@ def plot_curves(paths: Iterable[str | Path], out: str | Path) -> Path:
             continue
         label = _label(run_dir)
         for ax, key in ((ax_train, "env/success"), (ax_eval, "eval/success_rate")):
-            points = np.array([(r["env_steps"], r[key]) for r in rows if key in r])
+            # Training success over a handful of episodes is noise (the first whole episodes
+            # after a staggered start are the short, successful ones): left out of the plot.
+            points = np.array(
+                [
+                    (r["env_steps"], r[key])
+                    for r in rows
+                    if key in r and r.get("env/episodes", _MIN_EPISODES) >= _MIN_EPISODES
+                ]
+            )
             if not len(points):
                 continue
             per_seed = seed_columns(rows, key)

@@ -264,6 +264,20 @@ def test_a_diverged_update_stops_training_before_its_checkpoint(base_dir, full_r
     assert saved == []
 
 
+def test_a_run_never_writes_into_a_base_folder(base_dir, tmp_path):
+    """`rfs steer --mode base` used to default to runs/<task>/base, the base's own folder, and
+    replace its config.json; any --out holding a base policy is refused."""
+    config = (base_dir / "config.json").read_text()
+    with pytest.raises(ValueError, match="holds a base policy"):
+        steer(probe_args(base_dir, base_dir, mode="base"))
+    copy = tmp_path / "copy_of_base"
+    shutil.copytree(base_dir, copy)
+    with pytest.raises(ValueError, match="holds a base policy"):
+        steer(probe_args(base_dir, copy, mode="rfs", overwrite=True))
+    assert (base_dir / "config.json").read_text() == config
+    assert (copy / "config.json").read_text() == config
+
+
 def test_a_part_restores_whatever_shapes_the_rest_of_the_state_has(tmp_path):
     """Evaluating a policy in another env (other object shapes: other contact arrays in the env
     state) restores its params alone; the whole state would not fit."""
@@ -312,10 +326,12 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
 # --------------------------------------------------------------------------- resume
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_saves_and_resume_continues_like_an_uninterrupted_run(
-    full_run, base_dir, workdir
+    full_run, base_dir, workdir, sig
 ):
-    out = workdir / "runs" / "rfs_resumed"
+    """Ctrl-C, or the SIGTERM a cluster sends before it kills a job."""
+    out = workdir / "runs" / f"rfs_resumed_{sig.name}"
     # Checkpoints only every 3 iterations: the one at the interrupt comes from Ctrl-C.
     args = probe_args(
         base_dir, out, mode="rfs", ppo=dataclasses.replace(PROBE.ppo, ckpt_interval=3)
@@ -323,12 +339,12 @@ def test_interrupt_saves_and_resume_continues_like_an_uninterrupted_run(
 
     def interrupt(it, record):
         if it == 2:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(sig)
 
-    handler = signal.getsignal(signal.SIGINT)
+    handler = signal.getsignal(sig)
     with pytest.raises(KeyboardInterrupt):
         steer(args, on_iteration=interrupt)
-    assert signal.getsignal(signal.SIGINT) is handler
+    assert signal.getsignal(sig) is handler
     with Checkpointer(out / "checkpoints") as ckpt:
         assert ckpt.steps() == [2]
     assert [r["iteration"] for r in read_metrics(out)] == [1, 2]
