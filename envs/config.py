@@ -106,10 +106,39 @@ def sample_away(
     return jnp.clip(xy, -bound, bound)
 
 
-def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+def _typed(key: str, value: Any, current: Any) -> Any:
+    """``value`` as the type of the field's ``current`` value, or a ``ValueError`` naming both
+    (an override like ``object.mass_range=abc`` would otherwise fail deep inside the env)."""
+    if current is None:
+        return value
+    if isinstance(current, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(current, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(current, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(current, str):
+        ok = isinstance(value, str)
+    elif isinstance(current, tuple):
+        ok = isinstance(value, list | tuple) and (
+            not current or len(value) == len(current) or not isinstance(current[0], int | float)
+        )
+        if ok and current:
+            value = tuple(_typed(key, v, current[0]) for v in value)
+    else:
+        ok = True
+    if not ok:
+        raise ValueError(
+            f"override {key}={value!r} has the wrong type: expected a value like {current!r}"
+        )
+    return value
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], _prefix: str = "") -> Any:
     """Return ``cfg`` with ``overrides`` applied. Keys are field names, dotted for nested configs
     (``"object.shape"``), or nested dicts (``object={"shape": "sphere"}``). An unknown key raises
-    a ``ValueError`` listing the valid ones."""
+    a ``ValueError`` listing the valid ones, and so does a value of the wrong type."""
     changes: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
     fields = {f.name: f for f in dataclasses.fields(cfg)}
@@ -117,7 +146,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
         head, _, rest = key.partition(".")
         if head not in fields:
             raise ValueError(
-                f"unknown config key {key!r} for {type(cfg).__name__}; valid keys: "
+                f"unknown config key {_prefix + key!r} for {type(cfg).__name__}; valid keys: "
                 f"{', '.join(valid_keys(cfg))}"
             )
         sub = getattr(cfg, head)
@@ -126,11 +155,9 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
         elif isinstance(value, dict) and dataclasses.is_dataclass(sub):
             nested.setdefault(head, {}).update(value)
         else:
-            if isinstance(value, list):
-                value = tuple(value)
-            changes[head] = value
+            changes[head] = _typed(_prefix + key, value, sub)
     for head, sub_overrides in nested.items():
-        changes[head] = apply_overrides(getattr(cfg, head), sub_overrides)
+        changes[head] = apply_overrides(getattr(cfg, head), sub_overrides, f"{_prefix}{head}.")
     return dataclasses.replace(cfg, **changes)
 
 

@@ -208,6 +208,12 @@ CLI_DEFAULTS = {"steer": steer_cli_default, "pipeline": _pipeline_cli_default}
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        console.print(
+            f"[bold red]error:[/] unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)} "
+            f"(`rfs --help`)"
+        )
+        raise SystemExit(2)
     if argv and argv[0] in CLI_DEFAULTS:
         name, rest = argv[0], argv[1:]
         cls, fn = COMMANDS[name]

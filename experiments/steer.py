@@ -741,6 +741,8 @@ def evaluate_run(
     overrides: tuple[str, ...] = (),
 ) -> dict:
     """Success of a saved steering run (newest readable checkpoint) or base policy folder."""
+    if episodes is not None and episodes <= 0:
+        raise ValueError(f"--episodes must be positive, got {episodes}")
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
@@ -754,7 +756,13 @@ def evaluate_run(
     if "ppo" not in config:  # a base policy folder (rfs_jax.flow.save_flow)
         task, env, flow_cfg, params, _ = load_base(run_dir, overrides)
         result = evaluate_base(
-            task, env, flow_cfg, params, episodes or 512, seed, bool(deterministic)
+            task,
+            env,
+            flow_cfg,
+            params,
+            512 if episodes is None else episodes,
+            seed,
+            bool(deterministic),
         )
         return {**result, "run": str(run_dir), "overrides": list(overrides)}
 
@@ -772,7 +780,7 @@ def evaluate_run(
     state, networks, iteration = _load_run_state(run_dir, env, flow_cfg)
     steering, ppo = networks.steering.cfg, PPOConfig(**config["ppo"])
     seeds = [config["seed"] + i for i in range(config.get("seeds", 1))]
-    episodes = episodes or ppo.eval_episodes
+    episodes = ppo.eval_episodes if episodes is None else episodes
     deterministic = ppo.deterministic_eval if deterministic is None else deterministic
     metrics = _evaluate_state(
         env,

@@ -139,12 +139,9 @@ class PPOConfig:
                 f"gamma and gae_lambda must lie in [0, 1], got gamma={self.gamma}, "
                 f"gae_lambda={self.gae_lambda}"
             )
-        for name in (
-            "eval_interval",
-            "ckpt_interval",
-            "total_env_steps",
-            "critic_warmup_iterations",
-        ):
+        if self.total_env_steps <= 0:
+            raise ValueError(f"total_env_steps must be positive, got {self.total_env_steps}")
+        for name in ("eval_interval", "ckpt_interval", "critic_warmup_iterations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("base_kl_coef", "offset_kl_coef"):
