@@ -81,6 +81,7 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def drift(args: DriftArgs) -> dict:
+    from envs.wrappers import batch_keys, wrap
     from experiments.base import load_base
     from experiments.steer import CONFIG_FILE
     from rfs_jax.acting import EpisodeStats, step_chunk
@@ -89,8 +90,6 @@ def drift(args: DriftArgs) -> dict:
     from rfs_jax.steering import SteeringConfig, make_steering
 
     task, env, flow_cfg, base_params, _ = load_base(args.base)
-    from envs.wrappers import batch_keys, wrap
-
     H, He, A = flow_cfg.horizon, flow_cfg.exec_horizon, env.action_size
     sampler = make_sampler(flow_cfg, env.observation_size, A)
     steer_cfg = SteeringConfig()
@@ -171,9 +170,9 @@ def drift(args: DriftArgs) -> dict:
         )
 
     if args.run is not None:
-        from experiments.steer import _load_run_state
+        from experiments.steer import load_run_policy
 
-        state, networks, _ = _load_run_state(args.run, env, flow_cfg)
+        state, networks, _ = load_run_policy(args.run, env, flow_cfg)
         obs = np.asarray(rec["obs"])[alive > 0]
         obs_n = networks.normalize(state.obs_stats, jnp.asarray(obs))
         mean, _ = steering.distribution(
@@ -235,7 +234,7 @@ class TermsArgs:
 def terms(args: TermsArgs) -> dict:
     from envs.wrappers import batch_keys, wrap
     from experiments.base import load_base
-    from experiments.steer import _load_run_state
+    from experiments.steer import load_run_policy
     from rfs_jax.acting import EpisodeStats, step_chunk
     from rfs_jax.flow import make_sampler
     from rfs_jax.steering import SteeringConfig, make_steering
@@ -248,7 +247,7 @@ def terms(args: TermsArgs) -> dict:
     steering0 = make_steering(SteeringConfig(), sampler, env.observation_size, A, H, He)
     policies = {"base": (steering0, steering0.init(jax.random.key(0)), None)}
     for run in args.runs:
-        state, networks, _ = _load_run_state(run, env, flow_cfg)
+        state, networks, _ = load_run_policy(run, env, flow_cfg)
         policies[str(run)] = (networks.steering, state.steering_params, (networks, state.obs_stats))
 
     def evaluate(steering, params, norm):

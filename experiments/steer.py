@@ -700,7 +700,7 @@ class PolicyState(NamedTuple):
         return self.obs_stats, self.steering_params
 
 
-def _load_run_state(run_dir: Path, env, flow_cfg):
+def load_run_policy(run_dir: Path, env, flow_cfg):
     """``(policy state, networks, iteration)`` of a steering run's newest readable checkpoint,
     on one device whatever the devices (or hosts) it trained on. ``env`` and ``flow_cfg`` are its
     base's; ``env`` may differ from the training env (other object shapes or sizes): only the
@@ -777,7 +777,7 @@ def evaluate_run(
     # The run's own training overrides first, then the evaluation's.
     overrides = tuple(config.get("overrides", ())) + tuple(overrides)
     task, env, flow_cfg, base_params, _ = load_base(base_dir, overrides)
-    state, networks, iteration = _load_run_state(run_dir, env, flow_cfg)
+    state, networks, iteration = load_run_policy(run_dir, env, flow_cfg)
     steering, ppo = networks.steering.cfg, PPOConfig(**config["ppo"])
     seeds = [config["seed"] + i for i in range(config.get("seeds", 1))]
     episodes = ppo.eval_episodes if episodes is None else episodes
