@@ -247,13 +247,12 @@ def test_value_learns_an_obs_dependent_terminal_reward():
     assert float(metrics["env/truncated"]) == 0.0
 
 
-def test_base_kl_term_enters_the_loss_with_its_weight():
-    """Same params and minibatch: the loss with base_kl_coef 2 is the loss with 0 plus 2 x the
-    logged ppo/base_kl, which is > 0 once the head's means are off zero."""
+def _regulariser_loss(name: str):
+    """``loss(coef) -> (loss, metrics)`` of one fixed minibatch and moved head, with the
+    ``compute_ppo_loss`` weight ``name`` set to ``coef``."""
     steering = make_steering(SteeringConfig(hidden=(16,)), zero_sampler, 1, ACT, H, H_EXEC)
     networks = make_ppo_networks(steering, value_hidden=(16,))
-    params = steering.init(jax.random.key(0))
-    params = jax.tree.map(lambda x: x + 0.1, params)  # move the zero-initialised means
+    params = jax.tree.map(lambda x: x + 0.1, steering.init(jax.random.key(0)))  # means off 0
     value_params = networks.init_value(jax.random.key(1))
     n = 8
     keys = jax.random.split(jax.random.key(2), 4)
@@ -270,8 +269,16 @@ def test_base_kl_term_enters_the_loss_with_its_weight():
 
     def loss(coef):
         return compute_ppo_loss(
-            (params, value_params), stats, batch, networks, 0.2, 0.5, 0.0, True, coef
+            (params, value_params), stats, batch, networks, 0.2, 0.5, 0.0, True, **{name: coef}
         )
+
+    return loss
+
+
+def test_base_kl_term_enters_the_loss_with_its_weight():
+    """Same params and minibatch: the loss with base_kl_coef 2 is the loss with 0 plus 2 x the
+    logged ppo/base_kl, which is > 0 once the head's means are off zero."""
+    loss = _regulariser_loss("base_kl_coef")
 
     plain, metrics = loss(0.0)
     weighted, _ = loss(2.0)
@@ -295,34 +302,7 @@ def test_latent_offset_kl_by_hand_and_in_the_loss():
     )
     assert float(residual_only.latent_offset_kl(mean)) == 0.0
 
-    networks = make_ppo_networks(steering, value_hidden=(16,))
-    params = jax.tree.map(lambda x: x + 0.1, steering.init(jax.random.key(0)))
-    value_params = networks.init_value(jax.random.key(1))
-    n = 8
-    keys = jax.random.split(jax.random.key(2), 4)
-    batch = Batch(
-        obs=jax.random.normal(keys[0], (n, 1)),
-        raw=jax.random.normal(keys[1], (n, steering.raw_size)),
-        base_chunk=jnp.zeros((n, H_EXEC, ACT)),
-        log_prob=jnp.zeros((n,)),
-        advantage=jax.random.normal(keys[2], (n,)),
-        target=jax.random.normal(keys[3], (n,)),
-        weight=jnp.ones((n,)),
-    )
-
-    def loss(coef):
-        return compute_ppo_loss(
-            (params, value_params),
-            running_stats.init(1),
-            batch,
-            networks,
-            0.2,
-            0.5,
-            0.0,
-            True,
-            offset_kl_coef=coef,
-        )
-
+    loss = _regulariser_loss("offset_kl_coef")
     plain, metrics = loss(0.0)
     weighted, _ = loss(3.0)
     assert float(metrics["ppo/offset_kl"]) > 0.0
