@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from brax.envs.base import Env, State
 
-from rfs_jax.types import Array, PRNGKey
+# envs sit below the library: the aliases rfs_jax.types has, without importing it.
+Array = jax.Array
+PRNGKey = jax.Array
 
 
 class _ProbeEnv(Env):

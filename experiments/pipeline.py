@@ -76,7 +76,7 @@ def cli_default(argv) -> PipelineArgs:
 
 def pipeline(args: PipelineArgs) -> dict:
     from experiments.base import BaseArgs, base
-    from experiments.cli import DemosArgs, demos
+    from experiments.demos import DemosArgs, demos
     from experiments.steer import SteerArgs, evaluate_run, steer
     from rfs_jax.flow import FlowConfig
 

@@ -83,7 +83,7 @@ def test_bench_tasks_table_and_json(monkeypatch, tmp_path):
     compile here)."""
     import json
 
-    from experiments.cli import BenchTasksArgs, bench_tasks
+    from experiments.bench import BenchTasksArgs, bench_tasks
 
     rates = {"grasp": 1000.0, "pack": 500.0}
     monkeypatch.setattr(
