@@ -18,6 +18,13 @@ from experiments.pipeline import PipelineArgs, pipeline
 from experiments.pipeline import cli_default as pipeline_cli_default
 from experiments.steer import EvalArgs, SteerArgs, evaluate, steer
 from experiments.steer import cli_default as steer_cli_default
+from rfs_jax.checkpoint import CheckpointError
+from rfs_jax.flow.checkpoint import FlowCheckpointError
+
+# What a user's input or files can cause, reported as one line (exit status 2): bad values,
+# missing or damaged files (OSError: unreadable, read-only, full), unreadable checkpoints, and a
+# non-finite loss or state (ArithmeticError: NonFiniteError, with its diagnosis).
+USER_ERRORS = (ValueError, OSError, ArithmeticError, CheckpointError, FlowCheckpointError)
 
 COMMANDS = {
     "demos": (DemosArgs, demos),
@@ -34,6 +41,19 @@ COMMANDS = {
 CLI_DEFAULTS = {"steer": steer_cli_default, "pipeline": pipeline_cli_default}
 
 
+def _parse(argv: list[str]):
+    """``(args, fn)`` of a command line. The defaults of some commands come from files (a run's
+    config.json with ``--resume``), so a damaged file is a user error here too."""
+    if argv and argv[0] in CLI_DEFAULTS:
+        name, rest = argv[0], argv[1:]
+        cls, fn = COMMANDS[name]
+        return tyro.cli(cls, args=rest, prog=f"rfs {name}", default=CLI_DEFAULTS[name](rest)), fn
+    args = tyro.extras.subcommand_cli_from_dict(
+        {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, prog="rfs"
+    )
+    return args, next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
@@ -42,19 +62,10 @@ def main(argv: list[str] | None = None) -> None:
             f"(`rfs --help`)"
         )
         raise SystemExit(2)
-    if argv and argv[0] in CLI_DEFAULTS:
-        name, rest = argv[0], argv[1:]
-        cls, fn = COMMANDS[name]
-        args = tyro.cli(cls, args=rest, prog=f"rfs {name}", default=CLI_DEFAULTS[name](rest))
-    else:
-        args = tyro.extras.subcommand_cli_from_dict(
-            {name: cls for name, (cls, _) in COMMANDS.items()}, args=argv, prog="rfs"
-        )
-        fn = next(fn for cls, fn in COMMANDS.values() if isinstance(args, cls))
     try:
+        args, fn = _parse(argv)
         fn(args)
-    except (ValueError, FileNotFoundError, ArithmeticError) as e:
-        # ArithmeticError: a non-finite loss or state (NonFiniteError), with its diagnosis.
+    except USER_ERRORS as e:
         console.print(f"[bold red]error:[/] {e}")
         raise SystemExit(2) from e
     except KeyboardInterrupt as e:  # a checkpoint was saved first (see experiments.steer)

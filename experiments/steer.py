@@ -26,8 +26,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import signal
+import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -46,16 +49,41 @@ CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
 CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
-# PPO fields a resumed run may change: the budget and the cadence of logs, evals and saves.
-# Everything else shapes the training state or the trajectory and must match the checkpoint.
+# PPO fields a resumed run may change: the budget, the cadence of logs, evals and saves, and
+# the step sizes (the advice after a diverged update is to resume with a lower rate; none of
+# them is part of the saved state). Everything else shapes the training state or the
+# trajectory and must match the checkpoint.
 _RESUMABLE_PPO_FIELDS = (
     "total_env_steps",
     "eval_interval",
     "eval_episodes",
     "log_interval",
     "ckpt_interval",
+    "policy_lr",
+    "value_lr",
+    "max_grad_norm",
 )
+_STEP_SIZE_FIELDS = ("policy_lr", "value_lr", "max_grad_norm")
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's (or base's) config.json as a dict, or a ``ValueError`` that names the damaged file
+    and what to do (a garbage or truncated file is not a traceback)."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"{path} is not a readable run config ({type(e).__name__}: {e}); the folder is "
+            f"damaged: start the run afresh with --overwrite, or pass another --out"
+        ) from e
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{path} is not a run config (a JSON {type(config).__name__}); start the run afresh "
+            f"with --overwrite, or pass another --out"
+        )
+    return config
 
 
 @dataclasses.dataclass
@@ -157,7 +185,7 @@ def cli_default(argv: Sequence[str]) -> SteerArgs:
     run's saved config, else ``--preset``'s settings, else the dataclass defaults."""
     out = _flag_value(argv, "--out")
     if "--resume" in argv and out and (Path(out) / CONFIG_FILE).is_file():
-        return args_from_config(json.loads((Path(out) / CONFIG_FILE).read_text()), Path(out))
+        return args_from_config(read_run_config(Path(out) / CONFIG_FILE), Path(out))
     name = _flag_value(argv, "--preset")
     if name in PRESETS:
         return SteerArgs.from_preset(name)
@@ -166,6 +194,16 @@ def cli_default(argv: Sequence[str]) -> SteerArgs:
 
 def args_from_config(config: dict, out: Path) -> SteerArgs:
     """``SteerArgs`` that continue the run whose config.json is ``config``."""
+    try:
+        return _args_from_config(config, out)
+    except (KeyError, TypeError) as e:
+        raise ValueError(
+            f"{out / CONFIG_FILE} is not the config of a steering run (missing or unexpected "
+            f"{e}); start the run afresh with --overwrite, or pass another --out"
+        ) from e
+
+
+def _args_from_config(config: dict, out: Path) -> SteerArgs:
     return SteerArgs(
         task=config["task"],
         base=Path(config["base"]),
@@ -264,8 +302,8 @@ def _refuse_base_folder(out: Path, base_dir: Path) -> None:
     is_base = out.expanduser().resolve() == base_dir.expanduser().resolve()
     if not is_base and config.is_file():
         try:
-            is_base = "ppo" not in json.loads(config.read_text())
-        except (ValueError, OSError):
+            is_base = "ppo" not in read_run_config(config)
+        except ValueError:
             is_base = False
     if is_base:
         raise ValueError(
@@ -302,8 +340,66 @@ def _run_files(out: Path) -> list[Path]:
     return files + sorted(out.glob("events.out.tfevents.*"))
 
 
-def _prepare_folder(args: SteerArgs, run: _Run) -> None:
+def _check_out_path(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: pass a folder path")
+
+
+def _check_writable(out: Path, need_bytes: int, keep: int) -> None:
+    """A clear error before any training when ``out`` cannot take the run: not writable (a
+    read-only folder or file system) or too little free space for its checkpoints."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"cannot write to --out {out} ({e.strerror or e}): pass a folder you can write to"
+        ) from e
+    free = shutil.disk_usage(out).free
+    if free < need_bytes:
+        raise ValueError(
+            f"only {free / 1e6:,.0f} MB free under {out}; the run needs about "
+            f"{need_bytes / 1e6:,.0f} MB ({keep} checkpoints of the training state, logs and a "
+            f"margin): free some space, lower --keep-checkpoints, or pass another --out"
+        )
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder for the whole run, so that a second ``rfs steer``
+    on the same ``--out`` (``--resume`` or ``--overwrite`` included) is refused before it
+    touches anything. ``fcntl.flock``: the OS drops it when the process ends, ``kill -9``
+    included, so a dead run never leaves a stale lock."""
+    import fcntl
+
+    handle = open(out / LOCK_FILE, "a+")  # noqa: SIM115 (held until the run ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(
+            f"{out} is in use by another `rfs steer` ({holder}): wait for it to end, or pass "
+            f"another --out"
+        ) from e
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _validate_folder(args: SteerArgs, run: _Run) -> None:
+    """Every refusal that needs no write: ``--out`` a file, a base folder, nothing to resume, a
+    resume with other settings, a run there already without ``--resume`` / ``--overwrite``."""
     out = run.out
+    _check_out_path(out)
     if args.resume:
         path = out / CONFIG_FILE
         if not path.is_file():
@@ -311,7 +407,21 @@ def _prepare_folder(args: SteerArgs, run: _Run) -> None:
                 f"no run to resume at {out} (missing {CONFIG_FILE}); start it without --resume "
                 f"or point --out at an existing run folder"
             )
-        _check_resumable(json.loads(path.read_text()), run.config, path)
+        saved = read_run_config(path)
+        _check_resumable(saved, run.config, path)
+        changed = {
+            k: (saved.get("ppo", {}).get(k), getattr(run.ppo, k))
+            for k in _STEP_SIZE_FIELDS
+            if saved.get("ppo", {}).get(k) != getattr(run.ppo, k)
+        }
+        if changed:
+            text = ", ".join(f"ppo.{k} {a} -> {b}" for k, (a, b) in changed.items())
+            console.print(f"resuming with changed step sizes: {text}")
+            run.config["resume_changes"] = saved.get("resume_changes", []) + [
+                {f"ppo.{k}": [a, b] for k, (a, b) in changed.items()}
+            ]
+        elif "resume_changes" in saved:
+            run.config["resume_changes"] = saved["resume_changes"]
     else:
         existing = _run_files(out)
         if existing and not args.overwrite:
@@ -319,7 +429,23 @@ def _prepare_folder(args: SteerArgs, run: _Run) -> None:
                 f"{out} already holds a run ({', '.join(p.name for p in existing)}): pass "
                 f"--resume to continue it, --overwrite to start it afresh, or another --out"
             )
-        for p in existing:
+
+
+def _prepare_folder(args: SteerArgs, run: _Run, need_bytes: int, stack: contextlib.ExitStack):
+    """Validate, then (on a writable folder with room, under the run's lock, which ``stack``
+    holds until the run ends) clear an overwritten run and write config.json."""
+    out = run.out
+    _validate_folder(args, run)
+    created = not out.exists()
+    try:
+        _check_writable(out, need_bytes, args.keep_checkpoints)
+        stack.enter_context(_run_lock(out))
+    except ValueError:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind for a run that never started
+        raise
+    if not args.resume:
+        for p in _run_files(out):
             if p.is_dir():
                 shutil.rmtree(p)
             else:
@@ -398,10 +524,8 @@ def steer(
     import jax
 
     from rfs_jax import sharding
-    from rfs_jax.agents.ppo import abstract_training_state, make_networks, train
-    from rfs_jax.checkpoint import Checkpointer
+    from rfs_jax.agents.ppo import abstract_training_state, make_networks
     from rfs_jax.flow import make_sampler
-    from rfs_jax.logging import MetricsLogger, plot_curves
 
     env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.ppo, run.out
     mesh = sharding.make_mesh(args.num_devices)
@@ -410,25 +534,44 @@ def steer(
     primary = sharding.is_primary()
     if not primary:  # one process speaks and writes the logs (checkpoints: orbax, collectively)
         console.quiet = True
-    _prepare_folder_on_primary(args, run, primary)
+    _check_out_path(out)
 
     exec_horizon = flow_cfg.exec_horizon
     sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
     seeds = [args.seed + i for i in range(args.seeds)]
     key = _run_key(seeds)
+    networks = make_networks(
+        env, sampler, run.steering, ppo, horizon=flow_cfg.horizon, exec_horizon=exec_horizon
+    )
+    abstract = abstract_training_state(env, run.episode_length, networks, ppo, key, mesh=mesh)
+    # The run's lock is held (by ``folder``) until steer returns or raises.
+    folder = contextlib.ExitStack()
+    with folder:
+        _prepare_folder_on_primary(
+            args, run, primary, _bytes_needed(abstract, args.keep_checkpoints), folder
+        )
+        return _steer_in_folder(
+            args, run, mesh, primary, sampler, networks, abstract, seeds, key, on_iteration
+        )
+
+
+def _steer_in_folder(
+    args: SteerArgs, run: _Run, mesh, primary, sampler, networks, abstract, seeds, key, on_iteration
+) -> dict:
+    import jax
+
+    from rfs_jax.agents.ppo import train
+    from rfs_jax.checkpoint import Checkpointer
+    from rfs_jax.logging import MetricsLogger, plot_curves
+
+    env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.ppo, run.out
+    exec_horizon = flow_cfg.exec_horizon
     num_iterations = ppo.num_iterations(exec_horizon)
     per_iteration = ppo.env_steps_per_iteration(exec_horizon)
-
     ckpt = Checkpointer(out / CHECKPOINT_DIR, max_to_keep=args.keep_checkpoints, log=_warn)
     try:
         initial_state, start = None, 0
         if args.resume:
-            networks = make_networks(
-                env, sampler, run.steering, ppo, horizon=flow_cfg.horizon, exec_horizon=exec_horizon
-            )
-            abstract = abstract_training_state(
-                env, run.episode_length, networks, ppo, key, mesh=mesh
-            )
             restored = ckpt.restore_latest(abstract)
             if restored is None:
                 _warn(f"no checkpoint in {ckpt.directory}: starting {out} from iteration 0")
@@ -583,7 +726,9 @@ def _on_every_process(should_stop: Callable[[], bool]) -> Callable[[], bool]:
     return any_process
 
 
-def _prepare_folder_on_primary(args: SteerArgs, run: _Run, primary: bool) -> None:
+def _prepare_folder_on_primary(
+    args: SteerArgs, run: _Run, primary: bool, need_bytes: int, stack: contextlib.ExitStack
+) -> None:
     """``_prepare_folder`` on process 0 only; in a multi-host run the others learn whether it
     refused the folder (and then fail too, instead of waiting for it at the first collective)."""
     import jax
@@ -591,7 +736,7 @@ def _prepare_folder_on_primary(args: SteerArgs, run: _Run, primary: bool) -> Non
     error = None
     if primary:
         try:
-            _prepare_folder(args, run)
+            _prepare_folder(args, run, need_bytes, stack)
         except (ValueError, FileNotFoundError) as e:
             error = e
     if jax.process_count() > 1:
@@ -602,6 +747,20 @@ def _prepare_folder_on_primary(args: SteerArgs, run: _Run, primary: bool) -> Non
             raise ValueError(f"process 0 refused the run folder {run.out}: see its output")
     if error is not None:
         raise error
+
+
+def _bytes_needed(abstract, keep: int) -> int:
+    """Disk a run needs: ``keep`` checkpoints of the training state plus one being written, and
+    64 MB for config, logs, TensorBoard events and curves."""
+    import jax
+
+    def nbytes(a) -> int:
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            return 8 * int(np.prod(a.shape))  # saved as its uint32 key data
+        return int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+
+    state = sum(nbytes(a) for a in jax.tree.leaves(abstract))
+    return (keep + 1) * state + 64 * 2**20
 
 
 def _seed_summary(
@@ -710,7 +869,7 @@ def load_run_policy(run_dir: Path, env, flow_cfg):
     from rfs_jax.flow import make_sampler
     from rfs_jax.sharding import make_mesh
 
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    config = read_run_config(run_dir / CONFIG_FILE)
     steering, ppo = SteeringConfig(**config["steering"]), PPOConfig(**config["ppo"])
     sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
     networks = make_networks(
@@ -750,7 +909,7 @@ def evaluate_run(
             f"nothing to evaluate at {run_dir} (missing {CONFIG_FILE}): pass a folder written by "
             f"`rfs steer` or `rfs base`"
         )
-    config = json.loads(config_path.read_text())
+    config = read_run_config(config_path)
     from experiments.base import evaluate_base, load_base
 
     if "ppo" not in config:  # a base policy folder (rfs_jax.flow.save_flow)

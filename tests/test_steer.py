@@ -18,8 +18,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tyro
+from probe_runs import (
+    FLOW,
+    NUM_ITERATIONS,
+    PER_ITERATION,
+    PROBE,
+    TASK,
+    UNREADABLE_READ,
+    assert_same_rows,
+    probe_args,
+)
 
-from envs.probes import PROBES, BimodalGoalConfig, BimodalGoalEnv
+from envs.probes import PROBES, BimodalGoalEnv
 from envs.wrappers import wrap
 from experiments import cli
 from experiments.base import load_base
@@ -37,22 +47,8 @@ from rfs_jax.agents.ppo import (
 )
 from rfs_jax.checkpoint import Checkpointer, CheckpointError, NonFiniteStateError
 from rfs_jax.demos import DemoSet, Episode, save_demos
-from rfs_jax.flow import FlowConfig, chunks_from_episodes, make_sampler, save_flow, train_flow
+from rfs_jax.flow import make_sampler
 from rfs_jax.logging import MetricsLogger, plot_curves, read_metrics
-
-TASK = "probe_bimodal"
-FLOW = FlowConfig(
-    horizon=4,
-    exec_horizon=2,
-    num_steps=2,
-    hidden=(32, 32),
-    num_updates=100,
-    warmup_steps=10,
-    batch_size=64,
-)
-PROBE = PRESETS["probe"]
-NUM_ITERATIONS = PROBE.ppo.num_iterations(FLOW.exec_horizon)
-PER_ITERATION = PROBE.ppo.env_steps_per_iteration(FLOW.exec_horizon)
 
 
 @pytest.fixture(scope="module")
@@ -61,45 +57,17 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base_dir(workdir):
-    """A flow base trained briefly on the probe's demos, saved like `rfs base` does."""
-    env = BimodalGoalEnv()
-    obs, chunks = chunks_from_episodes(env.demo_episodes(jax.random.key(0), 64), FLOW.horizon)
-    params, _ = train_flow(FLOW, obs, chunks, jax.random.key(1), progress=False)
-    meta = {"task": TASK, "env_config": dataclasses.asdict(BimodalGoalConfig())}
-    return save_flow(workdir / "base", FLOW, params, meta=meta)
-
-
-def probe_args(base_dir, out, **changes) -> SteerArgs:
-    return SteerArgs.from_preset("probe", base=base_dir, out=out, progress=False, **changes)
+def base_dir(probe_base):
+    return probe_base
 
 
 @pytest.fixture(scope="module")
-def full_run(base_dir, workdir):
-    """An uninterrupted run of the probe preset, through the command line."""
-    out = workdir / "runs" / "rfs"
-    cli.main(
-        ["steer", "--task", TASK, "--base", str(base_dir), "--mode", "rfs", "--preset", "probe"]
-        + ["--out", str(out), "--no-progress"]
-    )
-    return out
+def full_run(probe_full_run):
+    """The uninterrupted run of the probe preset, through the command line (conftest.py)."""
+    return probe_full_run
 
 
-# A failed orbax read can leave a tensorstore callback aimed at orbax's closed event loop; it is
-# reported as an "unraisable" RuntimeError after the test and is harmless.
-UNREADABLE_READ = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-def _comparable(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
-
-
-def _assert_same_rows(rows, expected):
-    assert [r["iteration"] for r in rows] == [r["iteration"] for r in expected]
-    for row, ref in zip(_comparable(rows), _comparable(expected), strict=True):
-        assert set(row) == set(ref), (sorted(row), sorted(ref))
-        for k in ref:
-            np.testing.assert_allclose(row[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+_assert_same_rows = assert_same_rows
 
 
 # --------------------------------------------------------------------------- CLI smoke
