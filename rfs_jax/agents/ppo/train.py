@@ -161,9 +161,10 @@ def check_finite(record: dict[str, float], iteration: int) -> None:
         )
     else:
         hint = (
-            "the update diverged: lower --ppo.policy-lr / --ppo.value-lr or "
-            "--ppo.max-grad-norm, or scale rewards down with --ppo.reward-scaling; with "
-            "--resume a run restarts from its last (finite) checkpoint"
+            "the update diverged: continue from the last (finite) checkpoint with a lower "
+            "step size, `rfs steer --out RUN --resume --ppo.policy-lr X` (also "
+            "--ppo.value-lr, --ppo.max-grad-norm), or start afresh with --ppo.reward-scaling "
+            "below 1"
         )
     others = f" (also {', '.join(bad[1:])})" if len(bad) > 1 else ""
     raise NonFiniteError(
