@@ -19,7 +19,7 @@ RUN_STEPS ?= 200000
 .venv/.installed: pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,export]'
 	touch $@
 
 install: .venv/.installed

@@ -14,6 +14,7 @@ from experiments.base import BaseArgs, base
 from experiments.bench import BenchArgs, BenchTasksArgs, bench, bench_tasks
 from experiments.common import console
 from experiments.demos import DemosArgs, demos
+from experiments.export import ExportArgs, export
 from experiments.pipeline import PipelineArgs, pipeline
 from experiments.pipeline import cli_default as pipeline_cli_default
 from experiments.steer import EvalArgs, SteerArgs, evaluate, steer
@@ -34,6 +35,7 @@ COMMANDS = {
     "steer": (SteerArgs, steer),
     "eval": (EvalArgs, evaluate),
     "pipeline": (PipelineArgs, pipeline),
+    "export": (ExportArgs, export),
 }
 
 # Commands whose defaults depend on the command line itself (a preset, a run to resume):
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         args, fn = _parse(argv)
         fn(args)
     except USER_ERRORS as e:
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)  # one line: paths stay whole
         raise SystemExit(2) from e
     except KeyboardInterrupt as e:  # a checkpoint was saved first (see experiments.steer)
         raise SystemExit(130) from e

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from rfs_jax.agents.ppo import PPOConfig
+from rfs_jax.agents.sac import SACConfig
 from rfs_jax.steering import SteeringConfig
 
 
@@ -21,6 +22,8 @@ class Preset:
     description: str
     ppo: PPOConfig
     steering: SteeringConfig = SteeringConfig()
+    sac: SACConfig = SACConfig()
+    """``rfs steer --algo sac``'s defaults on the same machine."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -36,6 +39,20 @@ PRESETS: dict[str, Preset] = {
             eval_episodes=128,
             ckpt_interval=10,
         ),
+        # 1,024 decisions (2,048 env steps) per iteration, 8 updates of 1,024: replay ratio 8.
+        # Checkpoints hold the 200k-decision buffer, so they are sparser than PPO's.
+        sac=SACConfig(
+            num_envs=256,
+            unroll_length=4,
+            num_updates=8,
+            batch_size=1024,
+            buffer_size=200_000,
+            learning_starts=4096,
+            total_env_steps=1_000_000,
+            eval_interval=25,
+            eval_episodes=128,
+            ckpt_interval=50,
+        ),
     ),
     "gpu": Preset(
         description="one GPU: 4096 envs, 50M env steps",
@@ -48,6 +65,18 @@ PRESETS: dict[str, Preset] = {
             eval_interval=20,
             eval_episodes=1024,
             ckpt_interval=20,
+        ),
+        sac=SACConfig(
+            num_envs=4096,
+            unroll_length=1,
+            num_updates=8,
+            batch_size=4096,
+            buffer_size=1_000_000,
+            learning_starts=16_384,
+            total_env_steps=20_000_000,
+            eval_interval=100,
+            eval_episodes=1024,
+            ckpt_interval=200,
         ),
     ),
     "probe": Preset(
@@ -64,6 +93,20 @@ PRESETS: dict[str, Preset] = {
             ckpt_interval=1,
         ),
         steering=SteeringConfig(hidden=(32, 32)),
+        sac=SACConfig(
+            num_envs=64,
+            unroll_length=2,
+            num_updates=2,
+            batch_size=64,
+            buffer_size=1024,
+            learning_starts=128,
+            actor_hidden=(32, 32),
+            critic_hidden=(32, 32),
+            total_env_steps=4 * 64 * 2 * 2,  # 4 iterations at H_exec = 2
+            eval_interval=2,
+            eval_episodes=32,
+            ckpt_interval=1,
+        ),
     ),
 }
 

@@ -38,9 +38,11 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from experiments.agents import Algo, agent, algo_of, is_run_config
 from experiments.common import console, write_json
 from experiments.presets import PRESETS, preset
 from rfs_jax.agents.ppo import PPOConfig
+from rfs_jax.agents.sac import SACConfig
 from rfs_jax.steering import MODES, Mode, SteeringConfig
 
 PresetName = Literal[tuple(PRESETS)]  # the preset names, as choices for --preset
@@ -51,21 +53,10 @@ CURVES_FILE = "curves.png"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 FORMAT_VERSION = 1
-# PPO fields a resumed run may change: the budget, the cadence of logs, evals and saves, and
-# the step sizes (the advice after a diverged update is to resume with a lower rate; none of
-# them is part of the saved state). Everything else shapes the training state or the
-# trajectory and must match the checkpoint.
-_RESUMABLE_PPO_FIELDS = (
-    "total_env_steps",
-    "eval_interval",
-    "eval_episodes",
-    "log_interval",
-    "ckpt_interval",
-    "policy_lr",
-    "value_lr",
-    "max_grad_norm",
-)
-_STEP_SIZE_FIELDS = ("policy_lr", "value_lr", "max_grad_norm")
+# A resumed run may change its budget, the cadence of logs, evals and saves, and its step sizes
+# (the advice after a diverged update is to resume with a lower rate; none of them is part of
+# the saved state): ``experiments.agents.AgentSpec.resumable``. Everything else shapes the
+# training state or the trajectory and must match the checkpoint.
 
 
 def read_run_config(path: Path) -> dict:
@@ -98,15 +89,18 @@ class SteerArgs:
     """Folder of the base policy written by `rfs base` (default: runs/<task>/base)."""
     mode: Mode | None = None
     """Steering mode (shortcut for --steering.mode): rfs, dsrl, residual or base."""
+    algo: Algo = "ppo"
+    """RL algorithm over the steering action: ppo (on-policy, the paper's; --ppo.*) or sac
+    (off-policy, with a noise-aliased or plain critic; --sac.*)."""
     out: Path | None = None
     """Run folder (default: runs/<task>/<mode>)."""
     preset: PresetName | None = None
     """Named defaults of --ppo.* and --steering.* (experiments/presets.py); the other flags
     on the command line override them."""
     num_envs: int | None = None
-    """Shortcut for --ppo.num-envs."""
+    """Shortcut for --ppo.num-envs (--sac.num-envs with --algo sac)."""
     total_env_steps: int | None = None
-    """Shortcut for --ppo.total-env-steps."""
+    """Shortcut for --ppo.total-env-steps (--sac.total-env-steps with --algo sac)."""
     resume: bool = False
     """Continue the run in --out from its newest readable checkpoint: same iteration counter,
     metrics.csv continues. On the command line the run's saved config.json gives the defaults
@@ -138,13 +132,22 @@ class SteerArgs:
     steering: SteeringConfig = SteeringConfig()
     """Steering head (mode, residual scale, latent bound, ...)."""
     ppo: PPOConfig = PPOConfig()
-    """PPO, budget, evaluation and checkpoint cadence."""
+    """PPO, budget, evaluation and checkpoint cadence (--algo ppo)."""
+    sac: SACConfig = SACConfig()
+    """SAC, budget, evaluation and checkpoint cadence (--algo sac)."""
 
     @classmethod
     def from_preset(cls, name: str, **changes) -> SteerArgs:
-        """Arguments with preset ``name``'s PPO and steering settings (Python callers)."""
+        """Arguments with preset ``name``'s PPO, SAC and steering settings (Python callers)."""
         p = preset(name)
-        return cls(**{"preset": name, "ppo": p.ppo, "steering": p.steering, **changes})
+        return cls(
+            **{"preset": name, "ppo": p.ppo, "sac": p.sac, "steering": p.steering, **changes}
+        )
+
+    @property
+    def agent_cfg(self):
+        """The chosen algorithm's config (``ppo`` or ``sac``)."""
+        return getattr(self, self.algo)
 
 
 @dataclasses.dataclass
@@ -204,7 +207,11 @@ def args_from_config(config: dict, out: Path) -> SteerArgs:
 
 
 def _args_from_config(config: dict, out: Path) -> SteerArgs:
+    algo = algo_of(config)
+    sections = {algo: agent(algo).config_cls(**config[algo])}
     return SteerArgs(
+        algo=algo,
+        **sections,
         task=config["task"],
         base=Path(config["base"]),
         out=out,
@@ -214,7 +221,6 @@ def _args_from_config(config: dict, out: Path) -> SteerArgs:
         override=tuple(config.get("overrides", ())),
         resume=True,
         steering=SteeringConfig(**config["steering"]),
-        ppo=PPOConfig(**config["ppo"]),
     )
 
 
@@ -232,8 +238,13 @@ class _Run:
     base_dir: Path
     out: Path
     steering: SteeringConfig
-    ppo: PPOConfig
+    algo: str
+    cfg: PPOConfig | SACConfig  # the algorithm's config (``config[algo]``)
     config: dict
+
+    @property
+    def agent(self):
+        return agent(self.algo)
 
     @property
     def episode_length(self) -> int:
@@ -246,8 +257,11 @@ def _resolve(args: SteerArgs) -> _Run:
     if mode not in MODES:
         raise ValueError(f"unknown steering mode {mode!r}; expected one of {', '.join(MODES)}")
     steering = dataclasses.replace(args.steering, mode=mode)
-    ppo_changes = {"num_envs": args.num_envs, "total_env_steps": args.total_env_steps}
-    ppo = dataclasses.replace(args.ppo, **{k: v for k, v in ppo_changes.items() if v is not None})
+    spec = agent(args.algo)
+    changes = {"num_envs": args.num_envs, "total_env_steps": args.total_env_steps}
+    ppo = dataclasses.replace(args.agent_cfg, **{k: v for k, v in changes.items() if v is not None})
+    if args.seeds > 1 and not spec.multi_seed:
+        raise ValueError(f"--algo {args.algo} trains one seed per program: pass --seeds 1")
     if args.keep_checkpoints < 1:
         raise ValueError(f"keep_checkpoints must be >= 1, got {args.keep_checkpoints}")
     if args.resume and args.overwrite:
@@ -283,8 +297,9 @@ def _resolve(args: SteerArgs) -> _Run:
         "seed": args.seed,
         "seeds": args.seeds,
         "preset": args.preset,
+        "algo": args.algo,
         "steering": dataclasses.asdict(steering),
-        "ppo": dataclasses.asdict(ppo),
+        args.algo: dataclasses.asdict(ppo),
         "flow": dataclasses.asdict(flow_cfg),
         "env_config": dataclasses.asdict(env.config) if args.override else meta["env_config"],
         "overrides": list(args.override),
@@ -292,7 +307,7 @@ def _resolve(args: SteerArgs) -> _Run:
         "env_steps_per_iteration": ppo.env_steps_per_iteration(flow_cfg.exec_horizon),
         "num_iterations": ppo.num_iterations(flow_cfg.exec_horizon),
     }
-    return _Run(task, env, flow_cfg, base_params, base_dir, out, steering, ppo, config)
+    return _Run(task, env, flow_cfg, base_params, base_dir, out, steering, args.algo, ppo, config)
 
 
 def _refuse_base_folder(out: Path, base_dir: Path) -> None:
@@ -302,7 +317,7 @@ def _refuse_base_folder(out: Path, base_dir: Path) -> None:
     is_base = out.expanduser().resolve() == base_dir.expanduser().resolve()
     if not is_base and config.is_file():
         try:
-            is_base = "ppo" not in read_run_config(config)
+            is_base = not is_run_config(read_run_config(config))
         except ValueError:
             is_base = False
     if is_base:
@@ -315,22 +330,27 @@ def _refuse_base_folder(out: Path, base_dir: Path) -> None:
 def _check_resumable(saved: dict, config: dict, path: Path) -> None:
     """Refuse to resume with settings that change the state or the trajectory."""
     diffs = []
+    algo = config["algo"]
+    if algo_of(saved) != algo:
+        diffs.append("algo")
     for key in ("task", "mode", "seed", "flow", "env_config", "steering"):
         if saved.get(key) != json.loads(json.dumps(config[key])):
             diffs.append(key)
     if saved.get("seeds", 1) != config["seeds"]:  # runs from before --seeds had one
         diffs.append("seeds")
-    saved_ppo, ppo = saved.get("ppo", {}), json.loads(json.dumps(config["ppo"]))
+    saved_cfg, cfg = saved.get(algo, {}), json.loads(json.dumps(config[algo]))
+    resumable = agent(algo).resumable
     diffs += [
-        f"ppo.{k}"
-        for k in sorted(set(saved_ppo) | set(ppo))
-        if k not in _RESUMABLE_PPO_FIELDS and saved_ppo.get(k) != ppo.get(k)
+        f"{algo}.{k}"
+        for k in sorted(set(saved_cfg) | set(cfg))
+        if k not in resumable and saved_cfg.get(k) != cfg.get(k)
     ]
     if diffs:
         raise ValueError(
             f"cannot resume {path.parent}: {', '.join(diffs)} differ from its {path.name}; "
-            f"resume with the original settings (only the budget and the log / eval / "
-            f"checkpoint cadence may change), or start a new run with another --out"
+            f"resume with the original settings (only the budget, the log / eval / "
+            f"checkpoint cadence and the step sizes may change), or start a new run with "
+            f"another --out"
         )
 
 
@@ -409,16 +429,17 @@ def _validate_folder(args: SteerArgs, run: _Run) -> None:
             )
         saved = read_run_config(path)
         _check_resumable(saved, run.config, path)
+        algo, section = run.algo, saved.get(run.algo, {})
         changed = {
-            k: (saved.get("ppo", {}).get(k), getattr(run.ppo, k))
-            for k in _STEP_SIZE_FIELDS
-            if saved.get("ppo", {}).get(k) != getattr(run.ppo, k)
+            k: (section.get(k), getattr(run.cfg, k))
+            for k in run.agent.step_sizes
+            if section.get(k) != getattr(run.cfg, k)
         }
         if changed:
-            text = ", ".join(f"ppo.{k} {a} -> {b}" for k, (a, b) in changed.items())
+            text = ", ".join(f"{algo}.{k} {a} -> {b}" for k, (a, b) in changed.items())
             console.print(f"resuming with changed step sizes: {text}")
             run.config["resume_changes"] = saved.get("resume_changes", []) + [
-                {f"ppo.{k}": [a, b] for k, (a, b) in changed.items()}
+                {f"{algo}.{k}": [a, b] for k, (a, b) in changed.items()}
             ]
         elif "resume_changes" in saved:
             run.config["resume_changes"] = saved["resume_changes"]
@@ -524,11 +545,16 @@ def steer(
     import jax
 
     from rfs_jax import sharding
-    from rfs_jax.agents.ppo import abstract_training_state, make_networks
     from rfs_jax.flow import make_sampler
 
-    env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.ppo, run.out
+    env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.cfg, run.out
+    make_networks = run.agent.module.make_networks
+    abstract_training_state = run.agent.module.abstract_training_state
+    if not run.agent.multi_device and args.num_devices is None:
+        args = dataclasses.replace(args, num_devices=1)
     mesh = sharding.make_mesh(args.num_devices)
+    if mesh.size > 1 and not run.agent.multi_device:
+        raise ValueError(f"--algo {run.algo} runs on one device: pass --num-devices 1")
     sharding.check_divisible(mesh.size, num_envs=ppo.num_envs, minibatch_size=ppo.minibatch_size)
     run.config.update(num_devices=mesh.size, num_processes=jax.process_count())
     primary = sharding.is_primary()
@@ -560,11 +586,11 @@ def _steer_in_folder(
 ) -> dict:
     import jax
 
-    from rfs_jax.agents.ppo import train
     from rfs_jax.checkpoint import Checkpointer
     from rfs_jax.logging import MetricsLogger, plot_curves
 
-    env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.ppo, run.out
+    env, flow_cfg, ppo, out = run.env, run.flow_cfg, run.cfg, run.out
+    train = run.agent.module.train
     exec_horizon = flow_cfg.exec_horizon
     num_iterations = ppo.num_iterations(exec_horizon)
     per_iteration = ppo.env_steps_per_iteration(exec_horizon)
@@ -605,13 +631,7 @@ def _steer_in_folder(
                 it,
                 state,
                 config=run.config,
-                finite=(
-                    state.steering_params,
-                    state.value_params,
-                    state.policy_opt_state,
-                    state.value_opt_state,
-                    state.obs_stats,
-                ),
+                finite=run.agent.finite_parts(state),
             )
 
         with (
@@ -803,19 +823,19 @@ def _final_eval(run: _Run, networks, state, key, iteration: int, seeds: list[int
         networks,
         run.base_params,
         state,
-        run.ppo.eval_episodes,
-        run.ppo.deterministic_eval,
+        run.cfg.eval_episodes,
+        run.cfg.deterministic_eval,
         eval_key(key) if len(seeds) == 1 else jax.vmap(eval_key)(key),
         seeds,
     )
     return {
         "task": run.task,
         "mode": run.steering.mode,
-        "episodes": run.ppo.eval_episodes,
+        "episodes": run.cfg.eval_episodes,
         **metrics,
         "env_steps": int(np.asarray(jax.device_get(state.env_steps)).reshape(-1)[0]),
         "iteration": iteration,
-        "deterministic": run.ppo.deterministic_eval,
+        "deterministic": run.cfg.deterministic_eval,
         "run": str(run.out),
     }
 
@@ -829,9 +849,12 @@ def _evaluate_state(
 
     import jax
 
-    from rfs_jax.agents.ppo import make_policy, num_seeds
+    from rfs_jax.agents.ppo import num_seeds
+    from rfs_jax.agents.sac import SACNetworks
     from rfs_jax.evaluation import make_evaluator
 
+    algo = "sac" if isinstance(networks, SACNetworks) else "ppo"
+    make_policy = agent(algo).module.make_policy
     policy = functools.partial(make_policy(networks, base_params), deterministic=deterministic)
     run = make_evaluator(env, episode_length, policy, episodes)
     if len(seeds) > 1:
@@ -864,13 +887,16 @@ def load_run_policy(run_dir: Path, env, flow_cfg):
     on one device whatever the devices (or hosts) it trained on. ``env`` and ``flow_cfg`` are its
     base's; ``env`` may differ from the training env (other object shapes or sizes): only the
     policy's params and normaliser are restored (``PolicyState``), not the env state."""
-    from rfs_jax.agents.ppo import abstract_training_state, make_networks
     from rfs_jax.checkpoint import Checkpointer
     from rfs_jax.flow import make_sampler
     from rfs_jax.sharding import make_mesh
 
     config = read_run_config(run_dir / CONFIG_FILE)
-    steering, ppo = SteeringConfig(**config["steering"]), PPOConfig(**config["ppo"])
+    spec = agent(algo_of(config))
+    make_networks = spec.module.make_networks
+    abstract_training_state = spec.module.abstract_training_state
+    steering = SteeringConfig(**config["steering"])
+    ppo = spec.config_cls(**config[spec.name])
     sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
     networks = make_networks(
         env, sampler, steering, ppo, horizon=flow_cfg.horizon, exec_horizon=flow_cfg.exec_horizon
@@ -912,7 +938,7 @@ def evaluate_run(
     config = read_run_config(config_path)
     from experiments.base import evaluate_base, load_base
 
-    if "ppo" not in config:  # a base policy folder (rfs_jax.flow.save_flow)
+    if not is_run_config(config):  # a base policy folder (rfs_jax.flow.save_flow)
         task, env, flow_cfg, params, _ = load_base(run_dir, overrides)
         result = evaluate_base(
             task,
@@ -937,7 +963,8 @@ def evaluate_run(
     overrides = tuple(config.get("overrides", ())) + tuple(overrides)
     task, env, flow_cfg, base_params, _ = load_base(base_dir, overrides)
     state, networks, iteration = load_run_policy(run_dir, env, flow_cfg)
-    steering, ppo = networks.steering.cfg, PPOConfig(**config["ppo"])
+    spec = agent(algo_of(config))
+    steering, ppo = networks.steering.cfg, spec.config_cls(**config[spec.name])
     seeds = [config["seed"] + i for i in range(config.get("seeds", 1))]
     episodes = ppo.eval_episodes if episodes is None else episodes
     deterministic = ppo.deterministic_eval if deterministic is None else deterministic

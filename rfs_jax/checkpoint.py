@@ -16,7 +16,9 @@ into a folder every host sees.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +31,43 @@ import orbax.checkpoint as ocp
 T = TypeVar("T")
 
 _STATE, _CONFIG = "state", "config"
+
+
+def _drop_closed_loop_callbacks() -> None:
+    """A failed orbax read leaves tensorstore callbacks aimed at orbax's event loop, which is
+    closed by the time they fire; Python reports each as an unraisable ``RuntimeError: Event
+    loop is closed`` with a traceback, dozens of them, burying the one-line message that names
+    the unreadable checkpoint. They are harmless (the read has already failed and been
+    reported): drop exactly those, pass every other unraisable exception on."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook.rfs_jax = True
+    if not getattr(previous, "rfs_jax", False):
+        sys.unraisablehook = hook
+    # The same failed read's leftover tasks, logged by asyncio when they are collected.
+    logging.getLogger("asyncio").addFilter(_FailedReadTasks())
+
+
+class _FailedReadTasks(logging.Filter):
+    """Drops asyncio's "... exception was never retrieved" records of failed tensorstore reads
+    (DATA_LOSS: the unreadable checkpoint already reported by path)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "exception was never retrieved" not in str(record.msg):
+            return True
+        context = record.args if isinstance(record.args, dict) else {}
+        exc = record.exc_info[1] if record.exc_info else context.get("exception")
+        text = str(exc) if exc is not None else record.getMessage()
+        return not ("DATA_LOSS" in text or "Event loop is closed" in text)
+
+
+_drop_closed_loop_callbacks()
 
 
 class CheckpointError(RuntimeError):

@@ -30,7 +30,6 @@ a run with key ``i`` alone computes.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 
 import flax.struct
@@ -44,6 +43,13 @@ from jax.sharding import Mesh
 from envs.wrappers import batch_keys, stagger, wrap
 from rfs_jax import running_stats, sharding
 from rfs_jax.acting import EpisodeStats, step_chunk
+from rfs_jax.agents.loop import (
+    Cadence,
+    NonFiniteError,
+    check_finite,
+    run_iterations,
+    split_eval_key,
+)
 from rfs_jax.agents.ppo.config import PPOConfig
 from rfs_jax.agents.ppo.losses import Batch, compute_ppo_loss
 from rfs_jax.agents.ppo.networks import PPONetworks, make_policy, make_ppo_networks
@@ -75,10 +81,6 @@ class TrainingState:
     def policy_params(self) -> tuple[RunningStats, Params]:
         """What ``make_policy``'s ``policy`` takes."""
         return self.obs_stats, self.steering_params
-
-
-class NonFiniteError(FloatingPointError):
-    """A training metric became NaN or infinite; training stops before anything is saved."""
 
 
 def make_networks(
@@ -143,32 +145,6 @@ def abstract_training_state(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract,
         training_state_shardings(abstract, mesh),
-    )
-
-
-def check_finite(record: dict[str, float], iteration: int) -> None:
-    """Raise ``NonFiniteError`` naming the first non-finite metric of a host record, with a
-    suggestion. Env metrics come first (a NaN there is the cause, not a symptom), then losses."""
-    bad = [k for k, v in record.items() if not np.isfinite(v)]
-    if not bad:
-        return
-    bad.sort(key=lambda k: (not k.startswith(("env/", "reward/")), "loss" not in k, k))
-    name = bad[0]
-    if name.startswith(("env/", "reward/")):
-        hint = (
-            "the env produced a non-finite reward or observation: check its config (unstable "
-            "physics: actuator gains, damping, dt) with `rfs bench`, or try another --seed"
-        )
-    else:
-        hint = (
-            "the update diverged: continue from the last (finite) checkpoint with a lower "
-            "step size, `rfs steer --out RUN --resume --ppo.policy-lr X` (also "
-            "--ppo.value-lr, --ppo.max-grad-norm), or start afresh with --ppo.reward-scaling "
-            "below 1"
-        )
-    others = f" (also {', '.join(bad[1:])})" if len(bad) > 1 else ""
-    raise NonFiniteError(
-        f"non-finite {name} = {record[name]} at iteration {iteration}{others}; {hint}"
     )
 
 
@@ -471,11 +447,7 @@ def train(
     )
     steering = networks.steering
     seeds = num_seeds(key)
-    if seeds is None:
-        key_init, key_eval = jax.random.split(key)
-    else:
-        pairs = jax.vmap(jax.random.split)(key)
-        key_init, key_eval = pairs[:, 0], pairs[:, 1]
+    key_init, key_eval = split_eval_key(key, seeds)
     if initial_state is None:
         state = init_training_state(batched, networks, ppo_cfg, key_init, mesh=mesh)
     else:
@@ -510,61 +482,22 @@ def train(
     if seeds is not None:
         evaluator = jax.vmap(evaluator, in_axes=((0, 0, None), 0))
         fold_in = jax.vmap(fold_in, in_axes=(0, None))
-    num_iterations = ppo_cfg.num_iterations(exec_horizon)
-    history: list[dict[str, float]] = []
-    start = _host_int(state.iteration)
-    t_start = time.perf_counter()
-    t_last, steps_last = t_start, _host_int(state.env_steps)
-    for it in range(start + 1, num_iterations + 1):
-        state, metrics = train_step(state, base_params)
-        last = it == num_iterations
-        evaluate_now = last or (ppo_cfg.eval_interval and it % ppo_cfg.eval_interval == 0)
-        if evaluate_now:
-            key_run = fold_in(key_eval, it)
-            params = (state.obs_stats, state.steering_params, base_params)
-            metrics = {**metrics, **evaluator(params, key_run)}
-        if last or evaluate_now or it % ppo_cfg.log_interval == 0:
-            record = _host_record(jax.device_get(metrics), seeds)
-            now, env_steps = time.perf_counter(), _host_int(state.env_steps)
-            record["iteration"] = float(it)
-            record["env_steps"] = float(env_steps)
-            # Throughput of the whole program: every seed's env steps.
-            record["perf/env_steps_per_s"] = (
-                (env_steps - steps_last) * (seeds or 1) / max(now - t_last, 1e-9)
-            )
-            record["perf/wall_s"] = now - t_start
-            t_last, steps_last = now, env_steps
-            check_finite(record, it)
-            history.append(record)
-            if progress_fn is not None:
-                progress_fn(it, record)
-        stop = should_stop is not None and should_stop()
-        if checkpoint_fn is not None and (
-            last or stop or (ppo_cfg.ckpt_interval and it % ppo_cfg.ckpt_interval == 0)
-        ):
-            checkpoint_fn(it, state)
-        if stop:
-            break
-    return state, history
 
+    def evaluate(state, it):
+        params = (state.obs_stats, state.steering_params, base_params)
+        return evaluator(params, fold_in(key_eval, it))
 
-def _host_int(x: Array) -> int:
-    """A replicated counter (``[]``, or ``[S]`` equal ones under a seed axis) as a host int."""
-    return int(np.asarray(jax.device_get(x)).reshape(-1)[0])
-
-
-# Per-seed values are kept for these namespaces (the curves and success statistics); the
-# others (losses, gradient norms, reward terms) are logged as their mean over seeds.
-_PER_SEED = ("env/", "eval/")
-
-
-def _host_record(metrics: dict[str, np.ndarray], seeds: int | None) -> dict[str, float]:
-    record = {k: float(np.mean(v)) for k, v in metrics.items()}
-    if seeds is not None:
-        for k, v in metrics.items():
-            if k.startswith(_PER_SEED):
-                record.update({f"seed_{i}/{k}": float(v[i]) for i in range(seeds)})
-    return record
+    return run_iterations(
+        train_step,
+        state,
+        base_params,
+        cadence=Cadence.of(ppo_cfg, exec_horizon),
+        evaluate=evaluate,
+        seeds=seeds,
+        progress_fn=progress_fn,
+        checkpoint_fn=checkpoint_fn,
+        should_stop=should_stop,
+    )
 
 
 def history_arrays(history: list[dict[str, float]]) -> dict[str, np.ndarray]:
