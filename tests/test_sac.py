@@ -219,3 +219,27 @@ def test_sac_interrupt_and_resume_equals_an_uninterrupted_run(probe_base, tmp_pa
         assert ckpt.steps() == [1, 2]
     steer(dataclasses.replace(part, resume=True))
     assert_same_rows(read_metrics(part.out), read_metrics(args.out))
+
+
+def test_the_actor_waits_for_actor_starts_while_the_critics_learn(bimodal_base):
+    cfg = dataclasses.replace(
+        SAC, total_env_steps=8 * 256 * 2, learning_starts=512, actor_starts=10**9
+    )
+    env, sampler, params = bimodal_base
+    state, history = train(
+        env,
+        EPISODE_LENGTH,
+        sampler,
+        params,
+        SteeringConfig(mode="rfs"),
+        cfg,
+        jax.random.key(2),
+        horizon=FLOW.horizon,
+        exec_horizon=FLOW.exec_horizon,
+    )
+    last = history[-1]
+    assert last["sac/updates"] == cfg.num_updates and last["sac/actor_updates"] == 0.0
+    assert last["steering/latent_mean_rms"] == 0.0  # the zero-initialised mean never moved
+    assert (
+        last["sac/critic_loss"] > 0.0 and history[2]["sac/critic_loss"] != last["sac/critic_loss"]
+    )

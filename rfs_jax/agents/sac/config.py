@@ -96,6 +96,14 @@ class SACConfig:
     learning_starts: int = 4096
     """Decisions collected before the first gradient step."""
 
+    actor_starts: int = 0
+    """Decisions collected before the actor (and the temperature) take their first step; the
+    critics learn from ``learning_starts``. An actor that follows an untrained critic leaves the
+    base policy at once: on grasp (cpu preset, no wait) the sampled success fell from the
+    base's 0.4-0.5 to 0.0-0.08 within 15 iterations while the latent mean moved to rms 0.6
+    (docs/results.md, 2026-12-03). A PPO critic warm-up and Policy Decorator's frozen-policy
+    phase do the same. 0: the actor starts with the critics."""
+
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each optimiser."""
 
@@ -129,6 +137,8 @@ class SACConfig:
                 f"sac.buffer_size {self.buffer_size} cannot hold one iteration's "
                 f"{self.num_envs * self.unroll_length} decisions"
             )
+        if self.actor_starts < 0:
+            raise ValueError(f"sac.actor_starts must be >= 0, got {self.actor_starts}")
         if self.learning_starts < self.batch_size:
             raise ValueError(
                 f"sac.learning_starts {self.learning_starts} must be at least the batch size "

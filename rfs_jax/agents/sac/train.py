@@ -179,8 +179,11 @@ def make_update(networks: SACNetworks, cfg: SACConfig):
     aliased = cfg.critic == "aliased"
     target_entropy = networks.target_entropy
 
-    def update(params, batch, obs_stats, base_params, key):
+    def update(params, batch, obs_stats, base_params, key, actor_on=True):
+        """``actor_on`` (a traced bool): the actor and temperature step; else they keep their
+        params and optimiser states (the critics still learn)."""
         (actor, critic, target, alias, log_alpha, o_actor, o_critic, o_alias, o_alpha) = params
+        frozen = (actor, o_actor, log_alpha, o_alpha)
         key_next, key_alias, key_actor = jax.random.split(key, 3)
         obs, next_obs = batch["obs"], batch["next_obs"]
         obs_n = networks.normalize(obs_stats, obs)
@@ -252,6 +255,11 @@ def make_update(networks: SACNetworks, cfg: SACConfig):
         t_loss, g = jax.value_and_grad(losses.alpha_loss)(log_alpha, log_prob, target_entropy)
         upd, o_alpha = alpha_opt.update(g, o_alpha, log_alpha)
         log_alpha = optax.apply_updates(log_alpha, upd)
+        actor, o_actor, log_alpha, o_alpha = jax.tree.map(
+            lambda new, old: jnp.where(actor_on, new, old),
+            (actor, o_actor, log_alpha, o_alpha),
+            frozen,
+        )
         metrics.update(
             {
                 "sac/actor_loss": p_loss,
@@ -333,7 +341,7 @@ def make_train_step(env: Env, networks: SACNetworks, cfg: SACConfig):
             def one(carry, key_i):
                 params, buffer_state = carry
                 buffer_state, batch = buffer.sample_internal(buffer_state)
-                params, m = update(params, batch, obs_stats, base_params, key_i)
+                params, m = update(params, batch, obs_stats, base_params, key_i, actor_on)
                 return (params, buffer_state), m
 
             keys = jax.random.split(key_update, cfg.num_updates)
@@ -345,10 +353,12 @@ def make_train_step(env: Env, networks: SACNetworks, cfg: SACConfig):
             return params, buffer_state, {k: jnp.zeros(()) for k in names}
 
         ready = size >= cfg.learning_starts
+        actor_on = size >= max(cfg.learning_starts, cfg.actor_starts)
         params, buffer_state, metrics = jax.lax.cond(ready, learn, wait, (params, buffer_state))
         (actor, critic, target, alias, log_alpha, o_actor, o_critic, o_alias, o_alpha) = params
         metrics = dict(metrics)
         metrics["sac/updates"] = ready.astype(jnp.float32) * cfg.num_updates
+        metrics["sac/actor_updates"] = (ready & actor_on).astype(jnp.float32) * cfg.num_updates
         metrics["sac/buffer_size"] = size.astype(jnp.float32)
         metrics["sac/replay_ratio"] = jnp.asarray(cfg.replay_ratio, jnp.float32)
         metrics.update(_rollout_metrics(outs))
