@@ -7,13 +7,14 @@ import dataclasses
 from pathlib import Path
 
 from experiments.common import console, parse_overrides, write_json
+from experiments.presets import preset
 
 
 @dataclasses.dataclass
 class BenchArgs:
     """Measure throughput at one task and batch: env-only control steps/s, env + base sampler,
-    the full RFS-PPO training iteration and brax's own PPO trainer on the same env; prints a
-    table and writes JSON."""
+    the full RFS-PPO and RFS-SAC training iterations and brax's own PPO trainer on the same env;
+    prints a table and writes JSON."""
 
     task: str = "grasp"
     num_envs: int = 1024
@@ -24,6 +25,10 @@ class BenchArgs:
     """Also run brax's PPO (brax.training.agents.ppo.train) on the same env and batch."""
     brax_iterations: int = 3
     """Training iterations of brax's PPO (the first compiles, the best other one is timed)."""
+    sac: bool = True
+    """Also time the RFS-SAC iteration (the cpu preset's SAC settings at this batch)."""
+    sac_critic: str = "plain"
+    """Critic of the timed SAC iteration: plain or aliased."""
     steps: int = 20
     """Control steps per timed call."""
     json: Path | None = None
@@ -46,6 +51,8 @@ def bench(args: BenchArgs) -> dict:
         env_only=args.env_only,
         brax=args.brax,
         brax_iterations=args.brax_iterations,
+        sac=args.sac,
+        sac_cfg=dataclasses.replace(preset("cpu").sac, critic=args.sac_critic),
     )
     result = {"task": args.task, **result}
     brax = result.get("brax_ppo_env_steps_per_s")

@@ -133,6 +133,71 @@ def bench_train(
     }
 
 
+def bench_train_sac(
+    env,
+    num_envs: int,
+    flow_cfg=None,
+    steering_cfg=None,
+    sac_cfg=None,
+    seed: int = 0,
+    repeats: int = 1,
+) -> dict:
+    """Env steps/s of the whole RFS-SAC iteration (rollout with env, actor and sampler, buffer
+    insert, ``num_updates`` gradient steps: with the aliased critic each denoises a batch of next
+    actions and aliasing latents) at ``num_envs``, with the updates on (the buffer is past
+    ``learning_starts`` and ``actor_starts`` from the first iteration)."""
+    from rfs_jax.agents.sac import SACConfig
+    from rfs_jax.agents.sac.train import init_training_state, make_networks, make_train_step
+    from rfs_jax.flow import FlowConfig, init_flow_params, make_sampler
+    from rfs_jax.steering import SteeringConfig
+
+    flow_cfg = flow_cfg or FlowConfig()
+    steering_cfg = steering_cfg or SteeringConfig()
+    sac_cfg = sac_cfg or SACConfig()
+    decisions = num_envs * sac_cfg.unroll_length
+    batch = min(sac_cfg.batch_size, decisions)
+    sac_cfg = dataclasses.replace(
+        sac_cfg,
+        num_envs=num_envs,
+        batch_size=batch,
+        learning_starts=batch,
+        actor_starts=0,
+        buffer_size=max(sac_cfg.buffer_size, decisions),
+    )
+    key = jax.random.PRNGKey(seed)
+    base = init_flow_params(flow_cfg, env.observation_size, env.action_size, key)
+    sampler = make_sampler(flow_cfg, env.observation_size, env.action_size)
+    networks = make_networks(
+        env,
+        sampler,
+        steering_cfg,
+        sac_cfg,
+        horizon=flow_cfg.horizon,
+        exec_horizon=flow_cfg.exec_horizon,
+    )
+    benv = wrap(env, _episode_length(env))
+    state = init_training_state(benv, networks, sac_cfg, key)
+    step = jax.jit(make_train_step(benv, networks, sac_cfg), donate_argnums=0)
+    t0 = time.perf_counter()
+    state, metrics = jax.block_until_ready(step(state, base))
+    first = time.perf_counter() - t0
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, metrics = jax.block_until_ready(step(state, base))
+        best = min(best, time.perf_counter() - t0)
+    env_steps = sac_cfg.env_steps_per_iteration(flow_cfg.exec_horizon)
+    return {
+        "sac_env_steps_per_s": env_steps / best,
+        "sac_compile_s": max(first - best, 0.0),
+        "sac_iteration_s": best,
+        "sac_env_steps_per_iteration": env_steps,
+        "sac_critic": sac_cfg.critic,
+        "sac_updates_per_iteration": float(metrics["sac/updates"]),
+        "sac_replay_ratio": sac_cfg.replay_ratio,
+    }
+
+
 def bench_base(
     env, num_envs: int, flow_cfg=None, steps: int = 50, seed: int = 0, repeats: int = 2
 ) -> dict:
@@ -343,6 +408,8 @@ def run_benchmarks(
     flow_cfg=None,
     steering_cfg=None,
     ppo_cfg=None,
+    sac: bool = True,
+    sac_cfg=None,
 ) -> dict:
     """Every measurement at one batch, with the ratios ``rfs bench`` prints: env only, then
     (unless ``env_only``) env + base sampler, the RFS-PPO iteration and (if ``brax``) brax's
@@ -356,6 +423,13 @@ def run_benchmarks(
     result["base_vs_env"] = result["base_env_steps_per_s"] / result["env_steps_per_s"]
     result.update(bench_train(env, num_envs, **cfgs))
     result["train_vs_env"] = result["train_env_steps_per_s"] / result["env_steps_per_s"]
+    if sac:
+        result.update(
+            bench_train_sac(
+                env, num_envs, flow_cfg=flow_cfg, steering_cfg=steering_cfg, sac_cfg=sac_cfg
+            )
+        )
+        result["sac_vs_ppo"] = result["sac_env_steps_per_s"] / result["train_env_steps_per_s"]
     if brax:
         result.update(bench_brax_ppo(env, num_envs, iterations=brax_iterations, **cfgs))
         result["ratio_train_vs_brax"] = (
@@ -369,6 +443,7 @@ SUMMARY_ROWS = (
     ("env only (random)", "env_steps_per_s", "compile_s"),
     ("env + base sampler", "base_env_steps_per_s", "base_compile_s"),
     ("RFS-PPO iteration", "train_env_steps_per_s", "train_compile_s"),
+    ("RFS-SAC iteration", "sac_env_steps_per_s", "sac_compile_s"),
     ("brax PPO iteration", "brax_ppo_env_steps_per_s", "brax_ppo_compile_s"),
 )
 

@@ -9,6 +9,7 @@ import pytest
 from envs.probes import ConstantRewardEnv
 from rfs_jax import bench
 from rfs_jax.agents.ppo import PPOConfig
+from rfs_jax.agents.sac import SACConfig
 from rfs_jax.bench import brax_jax_compat, brax_ppo_settings, run_benchmarks, summary_rows
 from rfs_jax.flow import FlowConfig
 from rfs_jax.steering import SteeringConfig
@@ -17,6 +18,17 @@ SMALL = {
     "flow_cfg": FlowConfig(horizon=2, exec_horizon=2, num_steps=2, hidden=(16, 16)),
     "steering_cfg": SteeringConfig(hidden=(16,)),
     "ppo_cfg": PPOConfig(unroll_length=4, num_epochs=2, minibatch_size=32, value_hidden=(16,)),
+    "sac_cfg": SACConfig(
+        num_envs=16,
+        unroll_length=2,
+        num_updates=2,
+        batch_size=32,
+        buffer_size=256,
+        learning_starts=32,
+        actor_hidden=(16,),
+        critic_hidden=(16,),
+        critic="aliased",
+    ),
 }
 
 
@@ -30,6 +42,8 @@ def test_all_measurements_on_a_probe_env():
         "ratio_train_vs_brax",
         "brax_ppo_iteration_s",
         "brax_ppo_wall_s",
+        "sac_env_steps_per_s",
+        "sac_vs_ppo",
     ):
         assert result[key] > 0, key
     assert result["brax_ppo_compile_s"] >= 0
@@ -40,8 +54,10 @@ def test_all_measurements_on_a_probe_env():
         "env only (random)",
         "env + base sampler",
         "RFS-PPO iteration",
+        "RFS-SAC iteration",
         "brax PPO iteration",
     ]
+    assert result["sac_updates_per_iteration"] == 2.0  # the measured iteration learns
     assert not hasattr(jax, "device_put_replicated")  # the shim is gone again
 
 
@@ -54,7 +70,9 @@ def test_env_only_and_no_brax(monkeypatch):
     monkeypatch.setattr(bench, "bench_env", lambda *a, **k: {"env_steps_per_s": 4.0})
     monkeypatch.setattr(bench, "bench_base", lambda *a, **k: {"base_env_steps_per_s": 2.0})
     monkeypatch.setattr(bench, "bench_train", lambda *a, **k: {"train_env_steps_per_s": 1.0})
+    monkeypatch.setattr(bench, "bench_train_sac", lambda *a, **k: {"sac_env_steps_per_s": 3.0})
     no_brax = run_benchmarks(env, 16, brax=False)
+    assert no_brax["sac_vs_ppo"] == 3.0
     assert no_brax["base_vs_env"] == 0.5 and no_brax["train_vs_env"] == 0.25
     assert not any(k.startswith("brax") or k.endswith("brax") for k in no_brax)
 
