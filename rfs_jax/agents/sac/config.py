@@ -33,11 +33,11 @@ class SACConfig:
     the same regression averaged over the sampler's noise. ``plain``: one twin critic on the
     steering action ``(a0, ar)`` directly, trained by TD (DSRL's plain SAC).
 
-    Default ``plain``, measured: on the bimodal probe (240 iterations of 256 decisions, 4
-    updates of 256, actor and critic LR 1e-3, evaluated at the mean every 20 iterations, seed
-    2; docs/results.md, 2026-12-03) the plain critic reached 0.99 at iteration 80 and held 1.00
-    to the end; the aliased one oscillated between 0.27 and 0.93 (at LR 3e-4: 0.00-0.89; with
-    its steering critic at LR 3e-3: 0.16-1.00)."""
+    Default ``plain``, measured (``python -m experiments.probe_sac``, 240 iterations of 256
+    decisions on the bimodal probe, success at the mean every 20 iterations; docs/results.md,
+    2026-12-03): the plain critic reached 0.99 at iteration 80 and held 1.00 to the end; the
+    aliased one wandered between 0.48 and 0.93 after iteration 60 (LR 3e-4: 0.00-0.89; its
+    steering critic at LR 3e-3: 0.16-1.00), at 4x the time per iteration."""
 
     gamma: float = 0.99
     """Discount per decision."""
