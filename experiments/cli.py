@@ -19,6 +19,7 @@ from experiments.pipeline import PipelineArgs, pipeline
 from experiments.pipeline import cli_default as pipeline_cli_default
 from experiments.steer import EvalArgs, SteerArgs, evaluate, steer
 from experiments.steer import cli_default as steer_cli_default
+from experiments.video import VideoArgs, video
 from rfs_jax.checkpoint import CheckpointError
 from rfs_jax.flow.checkpoint import FlowCheckpointError
 
@@ -36,6 +37,7 @@ COMMANDS = {
     "eval": (EvalArgs, evaluate),
     "pipeline": (PipelineArgs, pipeline),
     "export": (ExportArgs, export),
+    "video": (VideoArgs, video),
 }
 
 # Commands whose defaults depend on the command line itself (a preset, a run to resume):
