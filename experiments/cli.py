@@ -1,4 +1,5 @@
-"""The ``rfs`` command line: ``rfs demos | base | eval | steer | bench | bench-tasks | pipeline``.
+"""The ``rfs`` command line: ``rfs demos | base | eval | steer | bench | bench-tasks | pipeline |
+export | video``.
 
 Each subcommand is a stage module of its own (``experiments.demos``, ``.base``, ``.steer``,
 ``.bench``, ``.pipeline``); its ``--help`` comes from that module's args dataclass (tyro).
