@@ -26,12 +26,12 @@ class PlaceRewardConfig:
     """Scales of the named reward terms (logged as ``reward/<name>``)."""
 
     reach: float = 0.5
-    """Grasp point near the object, ``1 - tanh(10 d)``, until the object is placed."""
+    """Grasp point near the object, ``1 - tanh(10 d)``; all of it once the object is placed."""
     contact: float = 0.5
-    """Thumb + fingers touching the object (as in grasp), until the object is placed."""
+    """Thumb + fingers touching the object (as in grasp); all of it once the object is placed."""
     lift: float = 1.0
-    """Height above rest as a fraction of ``carry_height`` (clipped to [0, 1]), only while the
-    object is farther than ``xy_tolerance`` from its goal: carry it there rather than push it."""
+    """Height above rest as a fraction of ``carry_height`` (clipped to [0, 1]); all of it once
+    the object is above its goal (within ``xy_tolerance``): carry it there rather than push it."""
     place: float = 2.0
     """Object near its goal, ``1 - tanh(10 d)`` of the 3-D distance."""
     release: float = 1.0
@@ -73,6 +73,44 @@ class PlaceConfig:
     @property
     def settle_steps(self) -> int:
         return max(1, round(self.settle_time / self.hand.ctrl_dt))
+
+
+def place_terms(
+    grasp_dist: jax.Array,
+    flags: jax.Array,
+    height: jax.Array,
+    err: jax.Array,
+    xy_tolerance: float,
+    placed: jax.Array,
+    released: jax.Array,
+) -> dict[str, jax.Array]:
+    """The shaping terms of a placing step, each in [0, 1] before its scale.
+
+    ``grasp_dist``: grasp point to object (m); ``flags``: [5] contact flags (index, middle,
+    ring, thumb, palm); ``height``: height above rest as a fraction of ``carry_height``;
+    ``err``: [3] object minus goal; ``placed``: within the goal's tolerances; ``released``: no
+    contact.
+
+    The terms are staged: a stage already passed pays its whole scale. Once the object is
+    placed, ``reach`` and ``contact`` pay 1 whether or not the hand still holds it, and ``lift``
+    pays 1 once the object is above its goal (within ``xy_tolerance``). So no step into the goal
+    lowers the reward, and the only step that pays every term in full (the most the shaping can
+    pay, ``HandEnv.score``'s ``most``) is placed and released. Before this (until 2026-12-04) the
+    three terms fell to 0 at the goal, so hovering just outside its tolerance with the object in
+    hand paid up to 3.4 of the 5 per step against 2 for holding it on the goal: the cliff that
+    taught RFS on pick_place to carry the object near the goal and never let go
+    (docs/results.md, "Why steering loses on pick_place")."""
+    placed_f = placed.astype(jnp.float32)
+    above = (jnp.linalg.norm(err[:2]) <= xy_tolerance).astype(jnp.float32)
+    reach = 1.0 - jnp.tanh(10.0 * grasp_dist)
+    contact = 0.5 * jnp.mean(flags[:3]) + 0.5 * flags[3]
+    return {
+        "reach": jnp.maximum(reach, placed_f),
+        "contact": jnp.maximum(contact, placed_f),
+        "lift": jnp.maximum(jnp.clip(height, 0.0, 1.0), above),
+        "place": 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(err)),
+        "release": (placed & released).astype(jnp.float32),
+    }
 
 
 class PlaceEnv(HandEnv):
@@ -149,19 +187,17 @@ class PlaceEnv(HandEnv):
         settle = jnp.where(placed & released & still, info["settle"] + 1, 0)
         success = settle >= cfg.settle_steps
 
-        holding = 1.0 - placed.astype(jnp.float32)
-        dist = jnp.linalg.norm(self.grasp_pos(data) - pos)
-        height = pos[2] - info["rest_z"]
+        terms = place_terms(
+            grasp_dist=jnp.linalg.norm(self.grasp_pos(data) - pos),
+            flags=flags,
+            height=(pos[2] - info["rest_z"]) / cfg.carry_height,
+            err=err,
+            xy_tolerance=cfg.xy_tolerance,
+            placed=placed,
+            released=released,
+        )
         a = jnp.clip(action, -1.0, 1.0)
-        terms = {
-            "reach": (1.0 - jnp.tanh(10.0 * dist)) * holding,
-            "contact": (0.5 * jnp.mean(flags[:3]) + 0.5 * flags[3]) * holding,
-            "lift": jnp.clip(height / cfg.carry_height, 0.0, 1.0) * (xy_err > cfg.xy_tolerance),
-            "place": 1.0 - jnp.tanh(10.0 * jnp.linalg.norm(err)),
-            "release": (placed & released).astype(jnp.float32),
-            "success": success.astype(jnp.float32),
-            "action": -jnp.mean(a * a),
-        }
+        terms = {**terms, "success": success.astype(jnp.float32), "action": -jnp.mean(a * a)}
         t = info["t"] + 1
         rewards, potential = self.score(terms, cfg.reward, success, t, info["potential"])
         info = {**info, "wrist_target": target, "settle": settle, "t": t, "potential": potential}

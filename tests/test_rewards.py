@@ -75,3 +75,37 @@ def test_object_shapes_mjx_cannot_collide_are_refused_up_front():
         envs.make("pick_place", **{"object.shape": "ellipsoid"})
     for shape in ("box", "sphere", "capsule"):
         envs.make("grasp", **{"object.shape": shape})
+
+
+def test_placing_terms_are_staged_so_the_goal_pays_most():
+    """No compile: ``place_terms`` by hand. Carrying the object into its goal never lowers the
+    shaped reward, and placed + released is the only step paying the whole of it (the old terms
+    paid more for hovering just outside the tolerance with the object in hand than for holding
+    it on the goal, which RFS learnt on pick_place)."""
+    from envs.place import PlaceRewardConfig, place_terms
+
+    scales = PlaceRewardConfig()
+    most = sum(getattr(scales, k) for k in envs.place.PlaceEnv.shaping_terms)
+    tol = 0.03
+    held = jnp.array([1.0, 1.0, 1.0, 1.0, 0.0])
+
+    def paid(err, flags, placed, released, height=1.0):
+        terms = place_terms(
+            grasp_dist=jnp.float32(0.0),
+            flags=flags,
+            height=jnp.float32(height),
+            err=jnp.asarray(err, jnp.float32),
+            xy_tolerance=tol,
+            placed=jnp.bool_(placed),
+            released=jnp.bool_(released),
+        )
+        assert all(0.0 <= float(v) <= 1.0 for v in terms.values()), terms
+        return sum(float(terms[k]) * getattr(scales, k) for k in terms)
+
+    hover = paid([tol + 0.001, 0.0, 0.0], held, placed=False, released=False)
+    above = paid([0.0, 0.0, 0.05], held, placed=False, released=False)
+    on_goal_held = paid([0.0, 0.0, 0.0], held, placed=True, released=False, height=0.0)
+    on_goal_released = paid([0.0, 0.0, 0.0], jnp.zeros(5), placed=True, released=True, height=0.0)
+    assert hover < on_goal_held and above < on_goal_held, (hover, above, on_goal_held)
+    assert on_goal_held < on_goal_released
+    np.testing.assert_allclose(on_goal_released, most, rtol=1e-6)
