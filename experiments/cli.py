@@ -1,5 +1,5 @@
 """The ``rfs`` command line: ``rfs demos | base | eval | steer | bench | bench-tasks | pipeline |
-export | video``.
+export | sim2sim | video``.
 
 Each subcommand is a stage module of its own (``experiments.demos``, ``.base``, ``.steer``,
 ``.bench``, ``.pipeline``); its ``--help`` comes from that module's args dataclass (tyro).
@@ -18,6 +18,7 @@ from experiments.demos import DemosArgs, demos
 from experiments.export import ExportArgs, export
 from experiments.pipeline import PipelineArgs, pipeline
 from experiments.pipeline import cli_default as pipeline_cli_default
+from experiments.sim2sim import Sim2SimArgs, sim2sim
 from experiments.steer import EvalArgs, SteerArgs, evaluate, steer
 from experiments.steer import cli_default as steer_cli_default
 from experiments.video import VideoArgs, video
@@ -38,6 +39,7 @@ COMMANDS = {
     "eval": (EvalArgs, evaluate),
     "pipeline": (PipelineArgs, pipeline),
     "export": (ExportArgs, export),
+    "sim2sim": (Sim2SimArgs, sim2sim),
     "video": (VideoArgs, video),
 }
 

@@ -266,6 +266,8 @@ class HandEnv(Env):
         target = jnp.clip(target, WRIST_LO, WRIST_HI)
         ctrl = jnp.concatenate([target, action_to_fingers(a[6:])])
         data = data.replace(ctrl=ctrl)
+        if self.physics is not None:  # another simulator (experiments/sim2sim.py)
+            return self.physics(model, data, h.substeps), target
 
         def substep(d, _):
             return mjx.step(model, d), None
@@ -356,6 +358,11 @@ class HandEnv(Env):
             out |= (jnp.abs(pos[0]) > 0.4) | (jnp.abs(pos[1]) > 0.4) | (pos[2] < -0.05)
         data = jax.tree.map(lambda new, old: jnp.where(finite, new, old), data, previous)
         return data, jnp.where(finite, reward, 0.0), out | ~finite
+
+    # ``None``: MJX steps the physics. Else ``physics(model, data, substeps) -> data``, called
+    # by ``_physics_step`` with the control set, in place of ``substeps`` MJX steps: how
+    # ``rfs sim2sim`` runs a task's own step, reward, success and observation code on C MuJoCo.
+    physics: Callable | None = None
 
     # The terms ``score`` treats as shaping (set by each task).
     shaping_terms: tuple[str, ...] = ()
