@@ -47,6 +47,9 @@ class PipelineArgs:
     seed: int = 0
     fresh: bool = False
     """Redo every stage even where its outputs exist."""
+    video_episodes: int = 4
+    """Episodes in the video of every policy at its end (`rfs video` at the mean, written to
+    <out>/videos/<policy>.mp4 with a PNG strip); 0: no videos."""
     ppo: PPOConfig = None  # type: ignore[assignment]  # filled from --preset
     """PPO, budget, evaluation and checkpoint cadence of every steering stage (default: the
     preset's; ``--num-envs`` and ``--total-env-steps`` override these)."""
@@ -172,7 +175,30 @@ def pipeline(args: PipelineArgs) -> dict:
         summary["curves"] = str(plot_curves([out / m for m in args.modes], out / "curves.png"))
     write_json(out / "pipeline.json", summary)
     _print_table(summary, args.modes)
+    if args.video_episodes > 0:
+        summary["videos"] = _videos(out, base_dir, args)
+        write_json(out / "pipeline.json", summary)
     return summary
+
+
+def _videos(out: Path, base_dir: Path, args: PipelineArgs) -> dict:
+    """``rfs video`` of the base and of every mode at its mean (the deployed form), on the same
+    episodes; a failure (no EGL on the machine, say) is reported and skips that video only: the
+    results above are written already."""
+    from experiments.video import VideoArgs, video
+
+    videos = {}
+    for name, folder in (("base", base_dir), *((m, out / m) for m in args.modes)):
+        target = out / "videos" / f"{name}.mp4"
+        try:
+            result = video(
+                VideoArgs(run=folder, episodes=args.video_episodes, out=target, seed=args.seed)
+            )
+        except Exception as e:  # noqa: BLE001 - a video must not cost the pipeline its results
+            console.print(f"[bold yellow]warning:[/] no video of {name}: {e}")
+            continue
+        videos[name] = {"mp4": result["video"], "strip": result["strip"]}
+    return videos
 
 
 def _evaluation(path: Path, fresh: bool, run) -> dict:

@@ -131,6 +131,9 @@ def test_pipeline_compares_base_and_rfs_like_for_like(base_dir, workdir):
     for name, deterministic in (("base", False), ("base_mean", True), ("rfs", True)):
         assert summary[name]["deterministic"] is deterministic, name
     assert summary["rfs_sampled"]["deterministic"] is False
+    # The probe has no MuJoCo model to render: its videos are skipped with a warning, and the
+    # results above are kept.
+    assert summary["videos"] == {}
     assert summary["rfs"]["env_steps"] == NUM_ITERATIONS * PER_ITERATION
     # Same episodes as `rfs eval` of the same folders with the same seed.
     again = evaluate_run(out / "rfs", episodes=32, deterministic=False, seed=1)
