@@ -67,6 +67,35 @@ def test_actor_alpha_and_alias_losses_by_hand():
     )
 
 
+def test_base_kl_by_hand_and_zero_for_the_untrained_actor():
+    init = jnp.log(jnp.array([0.5, 0.5, 0.2]))
+    mask = jnp.array([1.0, 1.0, 0.0])  # the last dim is not learned: it adds nothing
+    mean = jnp.array([[0.0, 0.3, 9.0]])
+    log_std = jnp.log(jnp.array([[0.5, 0.25, 1.0]]))
+    # dim 0: at the initial Gaussian, 0; dim 1: log(0.5/0.25) + (0.0625 + 0.09) / 0.5 - 0.5.
+    expected = np.log(2.0) + (0.0625 + 0.09) / (2 * 0.25) - 0.5
+    np.testing.assert_allclose(losses.base_kl(mean, log_std, init, mask), [expected], rtol=1e-5)
+    # The untrained actor (mean 0, the initial stds) is at KL 0.
+    cfg = dataclasses.replace(SAC, base_kl_coef=0.5)
+    steering = make_steering(SteeringConfig(mode="rfs"), _hand_sampler, 3, 2, 4, 2)
+    networks = make_sac_networks(steering, cfg)
+    obs_n = jax.random.normal(jax.random.key(0), (4, networks.steering.obs_size))
+    m, ls = networks.actor.apply(networks.init_actor(jax.random.key(1)), obs_n)
+    kl = losses.base_kl(m, ls, networks.init_log_std, networks.learned)
+    np.testing.assert_allclose(kl, 0.0, atol=1e-5)
+    # The actor loss adds coef * mean|min Q| * mean KL.
+    q = jnp.array([[-2.0, 4.0], [-3.0, 5.0]])  # min: -3, 4; mean |.| = 3.5
+    log_prob = jnp.array([-1.0, 0.5])
+    kl = jnp.array([0.2, 0.4])
+    np.testing.assert_allclose(
+        losses.actor_loss_with_base_kl(q, log_prob, jnp.asarray(0.1), kl, 0.5),
+        np.mean([0.1 * -1.0 + 3.0, 0.1 * 0.5 - 4.0]) + 0.5 * 3.5 * 0.3,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="base_kl_coef"):
+        dataclasses.replace(SAC, base_kl_coef=-1.0)
+
+
 # --------------------------------------------------------------------------- aliasing oracle
 
 

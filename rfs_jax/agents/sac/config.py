@@ -104,6 +104,12 @@ class SACConfig:
     (docs/results.md, 2026-12-03). A PPO critic warm-up and Policy Decorator's frozen-policy
     phase do the same. 0: the actor starts with the critics."""
 
+    base_kl_coef: float = 0.0
+    """Weight of the KL from the actor's pre-tanh Gaussian to the untrained actor's (mean 0,
+    the initial stds: about the base policy) in the actor loss, times the batch's mean |Q| so
+    that it is unitless (``losses.actor_loss_with_base_kl``); SAC's counterpart of PPO's
+    ``base_kl_coef``. 0: none."""
+
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each optimiser."""
 
@@ -137,6 +143,8 @@ class SACConfig:
                 f"sac.buffer_size {self.buffer_size} cannot hold one iteration's "
                 f"{self.num_envs * self.unroll_length} decisions"
             )
+        if self.base_kl_coef < 0:
+            raise ValueError(f"sac.base_kl_coef must be >= 0, got {self.base_kl_coef}")
         if self.actor_starts < 0:
             raise ValueError(f"sac.actor_starts must be >= 0, got {self.actor_starts}")
         if self.learning_starts < self.batch_size:

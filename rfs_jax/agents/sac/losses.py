@@ -47,6 +47,26 @@ def actor_loss(q: Array, log_prob: Array, alpha: Array) -> Array:
     return jnp.mean(jax.lax.stop_gradient(alpha) * log_prob - jnp.min(q, axis=0))
 
 
+def base_kl(mean: Array, log_std: Array, init_log_std: Array, mask: Array) -> Array:
+    """``[B]`` KL of the actor's pre-tanh Gaussian ``N(mean, exp(log_std)^2)`` from the
+    untrained actor's ``N(0, exp(init_log_std)^2)`` (about the base policy), summed over the
+    learned dims (``mask [D]``): ``log(s0 / s) + (s^2 + mean^2) / (2 s0^2) - 1/2``."""
+    var0 = jnp.exp(2.0 * init_log_std)
+    kl = init_log_std - log_std + (jnp.exp(2.0 * log_std) + jnp.square(mean)) / (2.0 * var0) - 0.5
+    return jnp.sum(mask * kl, axis=-1)
+
+
+def actor_loss_with_base_kl(
+    q: Array, log_prob: Array, alpha: Array, kl: Array, coef: float
+) -> Array:
+    """``actor_loss`` plus ``coef * mean|min_i Q_i| * mean(kl)``: the KL to the base is weighted
+    by the batch's Q scale (a constant here, as TD3+BC normalises its Q term), so that ``coef``
+    does not depend on the task's reward scale."""
+    q_min = jnp.min(q, axis=0)
+    scale = jax.lax.stop_gradient(jnp.mean(jnp.abs(q_min)))
+    return actor_loss(q, log_prob, alpha) + coef * scale * jnp.mean(kl)
+
+
 def alpha_loss(log_alpha: Array, log_prob: Array, target_entropy: float) -> Array:
     """Temperature loss ``-log_alpha * (log pi + target_entropy)`` (SAC v2)."""
     return -log_alpha * jnp.mean(jax.lax.stop_gradient(log_prob) + target_entropy)

@@ -92,6 +92,11 @@ class SACNetworks:
         return Actor(self.cfg.actor_hidden, tuple(init))
 
     @property
+    def init_log_std(self) -> Array:
+        """``[D]`` the untrained actor's pre-tanh log-std (its mean is 0)."""
+        return jnp.asarray(self.actor.init_log_std)
+
+    @property
     def critic(self) -> TwinQ:
         return TwinQ(self.cfg.critic_hidden)
 

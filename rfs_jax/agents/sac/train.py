@@ -246,9 +246,14 @@ def make_update(networks: SACNetworks, cfg: SACConfig):
         def actor_fn(p):
             s = networks.sample(p, obs_n, key_actor)
             q_pi = networks.critic.apply(actor_critic, obs_n, s.act)
-            return losses.actor_loss(q_pi, s.log_prob, alpha), s.log_prob
+            if cfg.base_kl_coef > 0:
+                mean, log_std = networks.actor.apply(p, obs_n)
+                kl = losses.base_kl(mean, log_std, networks.init_log_std, networks.learned)
+                loss = losses.actor_loss_with_base_kl(q_pi, s.log_prob, alpha, kl, cfg.base_kl_coef)
+                return loss, (s.log_prob, jnp.mean(kl))
+            return losses.actor_loss(q_pi, s.log_prob, alpha), (s.log_prob, jnp.zeros(()))
 
-        (p_loss, log_prob), g = jax.value_and_grad(actor_fn, has_aux=True)(actor)
+        (p_loss, (log_prob, kl_base)), g = jax.value_and_grad(actor_fn, has_aux=True)(actor)
         upd, o_actor = actor_opt.update(g, o_actor, actor)
         actor = optax.apply_updates(actor, upd)
 
@@ -266,6 +271,7 @@ def make_update(networks: SACNetworks, cfg: SACConfig):
                 "sac/alpha": jnp.exp(log_alpha),
                 "sac/alpha_loss": t_loss,
                 "sac/entropy": -jnp.mean(log_prob),
+                "sac/base_kl": kl_base,
             }
         )
         params = (actor, critic, target, alias, log_alpha, o_actor, o_critic, o_alias, o_alpha)
@@ -282,6 +288,7 @@ _UPDATE_METRICS = (
     "sac/alpha",
     "sac/alpha_loss",
     "sac/entropy",
+    "sac/base_kl",
 )
 
 
