@@ -13,8 +13,8 @@ start) and the episode's object (sizes, masses, inertias, frictions) into ``mujo
 ``mjx.forward`` then recomputes the positions and contacts the task's code reads.
 
 What differs from training is what differs between the two simulators: C MuJoCo's collision
-functions (more contact points per pair, e.g. up to 8 box-box points against MJX's 4 per
-pair) and its own constraint solver path in float64 against MJX's float32 on a CPU. The same
+functions (MJX has its own, with a fixed number of contact points per geom pair) and float64
+arithmetic against MJX's float32 on a CPU. The same
 command with ``--physics mjx`` runs the same loop, the same episodes and the same artifact with
 MJX physics, so the two success rates differ only by the simulator.
 
