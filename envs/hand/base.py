@@ -42,13 +42,17 @@ class HandConfig:
     contact_set: Literal["pads", "full"] = "pads"
     """Which hand geoms touch objects: medial links and fingertip pads + palm ("pads", 28
     potential contacts with one object), or every finger link and tip + palm ("full", 40)."""
-    shaping: Literal["dense", "potential"] = "dense"
-    """How the tasks pay their shaping terms (``HandEnv.score``). ``dense``: every step pays
-    each term's value, and success pays what the terms could still have paid. ``potential``:
-    each step pays the change of the terms (potential-based shaping, Ng, Harada & Russell 1999:
-    the shaping sums to the potential gained and cannot be farmed by staying near a rewarded
-    state), and an episode ending in success pays back its potential (a terminal state has
-    potential 0), so only success changes which policy is best."""
+    shaping: Literal["dense", "potential"] = "potential"
+    """How the tasks pay their shaping terms (``HandEnv.score``). ``potential`` (the default
+    since 2026-12-04): each step pays the change of the terms (potential-based shaping, Ng,
+    Harada & Russell 1999: the shaping sums to the potential gained and cannot be farmed by
+    staying near a rewarded state), and an episode ending in success pays back its potential
+    (a terminal state has potential 0), so only success changes which policy is best.
+    ``dense``: every step pays each term's value, and success pays what the terms could still
+    have paid. Measured (RFS at 1M env steps, same 512 episodes, sampled / at the mean): grasp
+    dense 0.754 / 0.967 vs potential 0.797 / 0.977 (base 0.391 / 0.621); pick_place dense
+    0.033 / 0.014 vs potential 0.475 / 0.193 (base 0.238 / 0.303): dense shaping pays a
+    placing policy to hold on near the goal rather than risk the release (docs/results.md)."""
     joint_limits: bool = False
     """Joint-limit constraints. The position servos' targets already lie inside the LEAP
     ranges, so the limits only add 22 constraint rows to every solver iteration."""
