@@ -88,3 +88,14 @@ def stagger(state: State, key: jax.Array, episode_length: int) -> State:
 def batch_keys(key: jax.Array, num_envs: int) -> jax.Array:
     """``num_envs`` independent reset keys ``[B, 2]`` from one key."""
     return jax.random.split(key, num_envs)
+
+
+def hold_ended(alive: jax.Array, new: State, old: State) -> State:
+    """``new`` where ``alive [B] > 0``, else ``old``: an env whose first episode has ended is
+    held at its last state (the first-episode rollouts of ``rfs video`` and ``rfs sim2sim``; the
+    auto-reset would start a new episode there)."""
+
+    def select(n, o):
+        return jnp.where(jnp.reshape(alive > 0, alive.shape + (1,) * (o.ndim - 1)), n, o)
+
+    return jax.tree.map(select, new, old)

@@ -88,10 +88,12 @@ class CMuJoCo:
     before each env's steps."""
 
     def __init__(self, mj_model):
+        import copy
+
         import mujoco
 
         self._mujoco = mujoco
-        self.model = _copy_model(mj_model)
+        self.model = copy.deepcopy(mj_model)  # its fields are written per env
         self.fields = tuple(f for f in MODEL_FIELDS if getattr(self.model, f).size)
         self.datas: list = []
         self.steps = 0  # mj_step calls so far (each env's substeps count)
@@ -147,13 +149,6 @@ class CMuJoCo:
         )
         # Positions, contacts and sensors of the new state, for the task's reward and obs.
         return mjx.forward(model, data)
-
-
-def _copy_model(mj_model):
-    """An independent copy of a ``mujoco.MjModel`` (its fields are written per env)."""
-    import copy
-
-    return copy.deepcopy(mj_model)
 
 
 class _OnnxPolicy:
@@ -239,15 +234,9 @@ def make_rollout(env, episode_length: int, num_episodes: int):
     import jax
     import jax.numpy as jnp
 
-    from envs.wrappers import batch_keys, wrap
+    from envs.wrappers import batch_keys, hold_ended, wrap
 
     inner = wrap(env, episode_length).env  # time limit and vmap, without the auto-reset
-
-    def held(alive, new, old):
-        def select(n, o):
-            return jnp.where(jnp.reshape(alive > 0, alive.shape + (1,) * (o.ndim - 1)), n, o)
-
-        return jax.tree.map(select, new, old)
 
     def reset(key):
         state = inner.reset(batch_keys(key, num_episodes))
@@ -259,7 +248,7 @@ def make_rollout(env, episode_length: int, num_episodes: int):
         new = inner.step(state.replace(done=jnp.zeros_like(state.done)), action)
         success = jnp.maximum(success, new.metrics["success"] * alive)
         steps = steps + alive
-        state = held(alive, new, state)
+        state = hold_ended(alive, new, state)
         alive = alive * (1.0 - new.done)
         return (state, alive, success, steps), None
 

@@ -166,7 +166,7 @@ def make_recorder(env, episode_length: int, policy_fn, num_episodes: int):
     import jax
     import jax.numpy as jnp
 
-    from envs.wrappers import batch_keys, wrap
+    from envs.wrappers import batch_keys, hold_ended, wrap
 
     if num_episodes <= 0:
         raise ValueError(f"--episodes must be positive, got {num_episodes}")
@@ -174,12 +174,6 @@ def make_recorder(env, episode_length: int, policy_fn, num_episodes: int):
     inner = batched.env  # time limit and vmap, without the auto-reset
     mjx_model = env.mjx_model
     fields = tuple(f for f in RENDER_FIELDS if hasattr(mjx_model, f))
-
-    def held(alive, new, old):
-        def select(n, o):
-            return jnp.where(jnp.reshape(alive > 0, alive.shape + (1,) * (o.ndim - 1)), n, o)
-
-        return jax.tree.map(select, new, old)
 
     def run(params, key):
         key_reset, key_policy = jax.random.split(key)
@@ -197,7 +191,7 @@ def make_recorder(env, episode_length: int, policy_fn, num_episodes: int):
             if "success" in new.metrics:
                 success = jnp.maximum(success, new.metrics["success"] * alive)
             steps = steps + alive
-            state = held(alive, new, state)
+            state = hold_ended(alive, new, state)
             alive = alive * (1.0 - new.done)
             data = state.pipeline_state
             return (state, alive, success, steps), (data.qpos, data.mocap_pos)

@@ -76,6 +76,8 @@ class ActorSample(NamedTuple):
     act: Array  # [B, D] the critic's steering action in [-1, 1], 0 on unlearned dims
     log_prob: Array  # [B] of the squashed action, over the learned dims
     mean_act: Array  # [B, D] tanh of the mean (the deterministic action), 0 on unlearned dims
+    mean: Array  # [B, D] the pre-tanh Gaussian's mean
+    log_std: Array  # [B, D] and log-std
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +173,14 @@ class SACNetworks:
         log_prob = jnp.sum(mask * (log_prob_u - log_det), axis=-1)
         noise = jax.random.normal(key_noise, mean.shape)
         raw = self.to_raw(act, noise)
-        return ActorSample(raw=raw, act=act, log_prob=log_prob, mean_act=mask * jnp.tanh(mean))
+        return ActorSample(
+            raw=raw,
+            act=act,
+            log_prob=log_prob,
+            mean_act=mask * jnp.tanh(mean),
+            mean=mean,
+            log_std=log_std,
+        )
 
     def alias_actions(self, key: PRNGKey, batch: int) -> tuple[Array, Array]:
         """``(act, raw)`` of the aliasing regression: ``a0 ~ N(0, I)`` clipped to the latent

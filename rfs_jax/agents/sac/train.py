@@ -247,8 +247,7 @@ def make_update(networks: SACNetworks, cfg: SACConfig):
             s = networks.sample(p, obs_n, key_actor)
             q_pi = networks.critic.apply(actor_critic, obs_n, s.act)
             if cfg.base_kl_coef > 0:
-                mean, log_std = networks.actor.apply(p, obs_n)
-                kl = losses.base_kl(mean, log_std, networks.init_log_std, networks.learned)
+                kl = losses.base_kl(s.mean, s.log_std, networks.init_log_std, networks.learned)
                 loss = losses.actor_loss_with_base_kl(q_pi, s.log_prob, alpha, kl, cfg.base_kl_coef)
                 return loss, (s.log_prob, jnp.mean(kl))
             return losses.actor_loss(q_pi, s.log_prob, alpha), (s.log_prob, jnp.zeros(()))
