@@ -174,7 +174,15 @@ class Checkpointer:
         return self._checked(step, abstract, _with_empty_leaves(abstract, saved))
 
     def _restore_part(self, step: int, abstract: Any, part: Callable[[Any], Any]) -> Any:
-        stored = ocp.StandardCheckpointer().metadata(self.path(step) / _STATE).item_metadata
+        # The item folder has no step-level _CHECKPOINT_METADATA of its own (the step folder
+        # holds it); orbax warns about that on every read, which says nothing to a user.
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        try:
+            stored = ocp.StandardCheckpointer().metadata(self.path(step) / _STATE).item_metadata
+        finally:
+            absl_logger.setLevel(level)
         stored = getattr(stored, "tree", stored)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = {
