@@ -67,7 +67,22 @@ class _FailedReadTasks(logging.Filter):
         return not ("DATA_LOSS" in text or "Event loop is closed" in text)
 
 
+class _ItemFolderMetadata(logging.Filter):
+    """Drops orbax's "Metadata file does not exist: .../<step>/state/_CHECKPOINT_METADATA"
+    warning: reading one item's metadata (``Checkpointer.restore(..., part=...)``) looks for a
+    step-level file in the item folder, which only the step folder holds. Every other absl
+    record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (
+            "Metadata file does not exist" in text
+            and text.rstrip().endswith(f"/{_STATE}/_CHECKPOINT_METADATA")
+        )
+
+
 _drop_closed_loop_callbacks()
+logging.getLogger("absl").addFilter(_ItemFolderMetadata())
 
 
 class CheckpointError(RuntimeError):
@@ -174,15 +189,7 @@ class Checkpointer:
         return self._checked(step, abstract, _with_empty_leaves(abstract, saved))
 
     def _restore_part(self, step: int, abstract: Any, part: Callable[[Any], Any]) -> Any:
-        # The item folder has no step-level _CHECKPOINT_METADATA of its own (the step folder
-        # holds it); orbax warns about that on every read, which says nothing to a user.
-        absl_logger = logging.getLogger("absl")
-        level = absl_logger.level
-        absl_logger.setLevel(logging.ERROR)
-        try:
-            stored = ocp.StandardCheckpointer().metadata(self.path(step) / _STATE).item_metadata
-        finally:
-            absl_logger.setLevel(level)
+        stored = ocp.StandardCheckpointer().metadata(self.path(step) / _STATE).item_metadata
         stored = getattr(stored, "tree", stored)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = {
