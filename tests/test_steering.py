@@ -43,7 +43,13 @@ def test_bad_mode_is_a_clear_error():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"residual_scale": 0.0}, {"latent_bound": -1.0}, {"init_residual_std": 0.0}],
+    [
+        {"residual_scale": 0.0},
+        {"latent_bound": -1.0},
+        {"init_residual_std": 0.0},
+        {"init_latent_std": 0.0},
+        {"init_latent_std": 3.0},  # above exp(max_log_std = 1)
+    ],
 )
 def test_bad_numbers_are_rejected(kwargs):
     with pytest.raises(ValueError):
@@ -62,6 +68,22 @@ def test_sizes_and_init(base):
     np.testing.assert_allclose(log_std[8:], np.log(0.3), rtol=1e-6)
     with pytest.raises(ValueError, match="exec_horizon"):
         make_steering(SteeringConfig(), sampler, OBS, ACT, 2, 3)
+
+
+def test_init_latent_std_narrows_the_untrained_latent(base):
+    """``init_latent_std=0.5``: the untrained latent is N(0, 0.25 I) (sample std 0.5 about the
+    base's), the residual keeps its own std, and that head is pi_0 of the KL (KL 0 at init)."""
+    sampler, base_params = base
+    cfg = SteeringConfig(init_latent_std=0.5, init_residual_std=0.3)
+    steering = make_steering(cfg, sampler, OBS, ACT, H, H_EXEC)
+    params = steering.init(jax.random.key(0))
+    mean, log_std = steering.distribution(params, _obs(), jnp.zeros((N, H_EXEC, ACT)))
+    np.testing.assert_allclose(log_std[:8], np.log(0.5), rtol=1e-6)
+    np.testing.assert_allclose(log_std[8:], np.log(0.3), rtol=1e-6)
+    np.testing.assert_allclose(steering.kl_to_base(mean, log_std), 0.0, atol=1e-6)
+    s = steering.sample(params, base_params, _obs(), _obs(), jax.random.key(3))
+    a0 = np.asarray(s.raw)[:, :8]
+    assert 0.45 < a0.std() < 0.55, a0.std()
 
 
 @pytest.mark.parametrize("mode", MODES)

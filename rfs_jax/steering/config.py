@@ -44,8 +44,13 @@ class SteeringConfig:
 
     init_residual_std: float = 0.2
     """Initial std of the raw residual sample ar, before tanh and ``residual_scale``; the
-    untrained policy then perturbs the base by about ``0.2 * residual_scale``. The latent std
-    starts at 1 and its mean at 0, so the untrained latent is exactly N(0, I)."""
+    untrained policy then perturbs the base by about ``0.2 * residual_scale``."""
+
+    init_latent_std: float = 1.0
+    """Initial std of the latent a0 (its mean starts at 0). At 1 the untrained latent is
+    exactly the base's N(0, I), so the untrained head is the sampled base policy; below 1 it
+    starts between the base sampled and the base at ``a0 = 0``, and the policy PPO trains is
+    closer to the one evaluated at its mean. Also the latent std of ``kl_to_base``'s pi_0."""
 
     residual_sees_base_action: bool = False
     """ResiP-style: the residual's mean is a second MLP of ``[obs, base action chunk]`` (the
@@ -66,17 +71,19 @@ class SteeringConfig:
             raise ValueError(f"residual_scale must be positive, got {self.residual_scale}")
         if self.latent_bound <= 0:
             raise ValueError(f"latent_bound must be positive, got {self.latent_bound}")
-        if self.init_residual_std <= 0:
-            raise ValueError(f"init_residual_std must be positive, got {self.init_residual_std}")
-        if not self.min_log_std < min(0.0, math.log(self.init_residual_std)):
+        for name in ("init_residual_std", "init_latent_std"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        init_logs = (math.log(self.init_latent_std), math.log(self.init_residual_std))
+        if not self.min_log_std < min(init_logs):
             raise ValueError(
-                f"min_log_std={self.min_log_std} must lie below log 1 and below "
-                f"log(init_residual_std={self.init_residual_std})"
+                f"min_log_std={self.min_log_std} must lie below log(init_latent_std="
+                f"{self.init_latent_std}) and log(init_residual_std={self.init_residual_std})"
             )
-        if not self.max_log_std > max(0.0, math.log(self.init_residual_std)):
+        if not self.max_log_std > max(init_logs):
             raise ValueError(
-                f"max_log_std={self.max_log_std} must lie above log 1 and above "
-                f"log(init_residual_std={self.init_residual_std})"
+                f"max_log_std={self.max_log_std} must lie above log(init_latent_std="
+                f"{self.init_latent_std}) and log(init_residual_std={self.init_residual_std})"
             )
 
     @property

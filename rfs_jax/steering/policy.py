@@ -52,19 +52,24 @@ class MLP(nn.Module):
         return nn.Dense(self.out)(x)
 
 
-def initial_log_std(latent_size: int, residual_size: int, init_residual_std: float) -> Array:
-    """``[D]`` log-stds of the untrained head: 0 on the latent (N(0, I), the base's own noise),
-    ``log(init_residual_std)`` on the residual."""
+def initial_log_std(
+    latent_size: int, residual_size: int, init_residual_std: float, init_latent_std: float = 1.0
+) -> Array:
+    """``[D]`` log-stds of the untrained head: ``log(init_latent_std)`` on the latent (0 by
+    default: N(0, I), the base's own noise), ``log(init_residual_std)`` on the residual."""
     return jnp.concatenate(
-        [jnp.zeros((latent_size,)), jnp.full((residual_size,), math.log(init_residual_std))]
+        [
+            jnp.full((latent_size,), math.log(init_latent_std)),
+            jnp.full((residual_size,), math.log(init_residual_std)),
+        ]
     )
 
 
 class SteeringHead(nn.Module):
     """Means ``[B, D]`` and state-independent log-stds ``[D]`` of the Gaussian over ``[a0, ar]``.
 
-    Output layers start at zero, so the latent mean is 0 and its std 1 (exactly N(0, I)), and
-    the residual mean is 0 with std ``init_residual_std``.
+    Output layers start at zero, so the latent mean is 0 with std ``init_latent_std`` (1 by
+    default: exactly N(0, I)), and the residual mean is 0 with std ``init_residual_std``.
     """
 
     latent_size: int
@@ -72,6 +77,7 @@ class SteeringHead(nn.Module):
     hidden: Sequence[int]
     init_residual_std: float
     residual_sees_base_action: bool = False
+    init_latent_std: float = 1.0
 
     @nn.compact
     def __call__(self, obs_n: Array, base_flat: Array) -> tuple[Array, Array]:
@@ -84,7 +90,9 @@ class SteeringHead(nn.Module):
             mean = jnp.concatenate([latent, residual], axis=-1)
         else:
             mean = MLP(self.hidden, self.latent_size + self.residual_size, zero_out=True)(obs_n)
-        init = initial_log_std(self.latent_size, self.residual_size, self.init_residual_std)
+        init = initial_log_std(
+            self.latent_size, self.residual_size, self.init_residual_std, self.init_latent_std
+        )
         log_std = self.param("log_std", lambda _: init)
         return mean, log_std
 
@@ -197,6 +205,7 @@ class Steering:
             hidden=self.cfg.hidden,
             init_residual_std=self.cfg.init_residual_std,
             residual_sees_base_action=self.cfg.residual_sees_base_action,
+            init_latent_std=self.cfg.init_latent_std,
         )
 
     def init(self, key: PRNGKey) -> Params:
@@ -228,10 +237,16 @@ class Steering:
     def kl_to_base(self, mean: Array, log_std: Array) -> Array:
         """``KL(pi(. | s) || pi_0)`` over the learned dims, ``[B, D] -> [B]``.
 
-        ``pi_0`` is the untrained head: latent N(0, I) and residual N(0, init_residual_std^2),
-        i.e. the base policy itself. ``log_std`` is ``[D]`` or ``[B, D]``.
+        ``pi_0`` is the untrained head: latent N(0, init_latent_std^2) and residual
+        N(0, init_residual_std^2), i.e. the base policy itself at the default latent std 1.
+        ``log_std`` is ``[D]`` or ``[B, D]``.
         """
-        log_std0 = initial_log_std(self.latent_size, self.residual_size, self.cfg.init_residual_std)
+        log_std0 = initial_log_std(
+            self.latent_size,
+            self.residual_size,
+            self.cfg.init_residual_std,
+            self.cfg.init_latent_std,
+        )
         log_ratio = log_std - log_std0
         kl = 0.5 * (jnp.exp(2.0 * log_ratio) + jnp.square(mean) * jnp.exp(-2.0 * log_std0) - 1.0)
         return jnp.sum(self.mask * (kl - log_ratio), axis=-1)
