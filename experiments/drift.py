@@ -249,17 +249,33 @@ def terms(args: TermsArgs) -> dict:
     for run in args.runs:
         state, networks, _ = load_run_policy(run, env, flow_cfg)
         policies[str(run)] = (networks.steering, state.steering_params, (networks, state.obs_stats))
+        if policies["base"][2] is None and networks.steering.cfg == steering0.cfg:
+            # The untrained head of the same config is the base (its outputs do not depend on
+            # the normalised obs): evaluating it through this run's networks shares one compile.
+            policies["base"] = (
+                networks.steering,
+                networks.steering.init(jax.random.key(0)),
+                (networks, state.obs_stats),
+            )
 
-    def evaluate(steering, params, norm):
+    # One compiled evaluation per kind of policy (steering config, normaliser): params and
+    # normaliser stats are arguments, so the base and every run of one config share it.
+    compiled = {}
+
+    def runner(steering, networks):
+        kind = (steering.cfg, None if networks is None else type(networks))
+        if kind in compiled:
+            return compiled[kind]
+
         @jax.jit
-        def run(key):
+        def run(params, obs_stats, key):
             key_reset, key_policy = jax.random.split(key)
             state = batched.reset(batch_keys(key_reset, args.envs))
 
             def body(carry, key_t):
                 state, stats, alive, totals, success = carry
                 obs = state.obs
-                obs_n = obs if norm is None else norm[0].normalize(norm[1], obs)
+                obs_n = obs if networks is None else networks.normalize(obs_stats, obs)
                 s = steering.sample(
                     params, base_params, obs, obs_n, key_t, deterministic=not args.sampled
                 )
@@ -282,7 +298,13 @@ def terms(args: TermsArgs) -> dict:
             )
             return totals, success
 
-        totals, success = jax.device_get(run(jax.random.key(args.seed)))
+        compiled[kind] = run
+        return run
+
+    def evaluate(steering, params, norm):
+        networks, obs_stats = (None, None) if norm is None else norm
+        run = runner(steering, networks)
+        totals, success = jax.device_get(run(params, obs_stats, jax.random.key(args.seed)))
         row = {"success_rate": float(np.mean(success))}
         row["return"] = float(np.mean(sum(totals.values())))
         for k, v in totals.items():
