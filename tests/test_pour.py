@@ -119,3 +119,33 @@ def test_expert_pours_with_both_sides(env, batched):
     assert success.mean() >= 0.65, success.mean()
     for s in (0, 1):
         assert success[side == s].sum() > 0, f"side {s} never poured"
+
+
+def test_a_spill_is_paid_once(env, batched):
+    """A ball put on the table costs ``spill`` x its share of the balls on the step it lies
+    there and nothing on the next, while ``spilled`` still reports it."""
+    reset, step = batched
+    state = reset(jax.random.PRNGKey(3))
+    r, inner = env.config.balls.radius, env.config.bowl.inner_half
+    local = jnp.array([[inner + 0.05, 0.0, r]])
+
+    def spill_first_ball(s):
+        info = s.info
+        xy = info["bowl_xy"] + fixtures.rotate(info["bowl_yaw"], local[:, :2])
+        qpos = s.pipeline_state.qpos.at[env._ball_qadr[0]].set(
+            jnp.concatenate([xy[0], local[0, 2:]])
+        )
+        return s.replace(pipeline_state=s.pipeline_state.replace(qpos=qpos))
+
+    state = jax.vmap(spill_first_ball)(state)
+    action = jnp.zeros((NUM_ENVS, env.action_size))
+    first = step(state, action)
+    second = step(first, action)
+    share = 1.0 / env.config.balls.num
+    lying = (np.asarray(first.metrics["spilled"]) == share) & (
+        np.asarray(second.metrics["spilled"]) == share
+    )
+    assert lying.mean() > 0.9, lying.mean()
+    scale = env.config.reward.spill
+    np.testing.assert_allclose(np.asarray(first.metrics["reward/spill"])[lying], -scale * share)
+    np.testing.assert_allclose(np.asarray(second.metrics["reward/spill"])[lying], 0.0)
