@@ -1,0 +1,27 @@
+"""Offline RFS: TD3+BC over the steering action from correction data (a critic of the
+composed action, or the paper's two ablated critics)."""
+
+from rfs_jax.agents.td3bc.config import CRITICS, TD3BCConfig
+from rfs_jax.agents.td3bc.networks import TD3BCNetworks, make_policy, make_td3bc_networks
+from rfs_jax.agents.td3bc.train import (
+    DATASET_KEYS,
+    TD3BCState,
+    check_dataset,
+    fit,
+    init_state,
+    make_update,
+)
+
+__all__ = [
+    "CRITICS",
+    "DATASET_KEYS",
+    "TD3BCConfig",
+    "TD3BCNetworks",
+    "TD3BCState",
+    "check_dataset",
+    "fit",
+    "init_state",
+    "make_policy",
+    "make_td3bc_networks",
+    "make_update",
+]
