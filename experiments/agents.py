@@ -41,7 +41,8 @@ class AgentSpec:
 
     @property
     def config_cls(self) -> type:
-        return self.module.PPOConfig if self.name == "ppo" else self.module.SACConfig
+        names = {"ppo": "PPOConfig", "sac": "SACConfig", "td3bc": "TD3BCConfig"}
+        return getattr(self.module, names[self.name])
 
 
 _CADENCE = ("total_env_steps", "eval_interval", "eval_episodes", "log_interval", "ckpt_interval")
@@ -75,6 +76,17 @@ AGENTS: dict[str, AgentSpec] = {
             s.log_alpha,
             s.obs_stats,
         ),
+        multi_device=False,
+        multi_seed=False,
+    ),
+    # Offline RFS (``rfs offline``): not an ``rfs steer --algo``; its folders evaluate, export
+    # and resume through the same layer (``train`` is ``rfs_jax.agents.td3bc.fit``).
+    "td3bc": AgentSpec(
+        name="td3bc",
+        module_name="rfs_jax.agents.td3bc",
+        resumable=(),
+        step_sizes=(),
+        finite_parts=lambda s: (s.steering_params, s.critic, s.obs_stats),
         multi_device=False,
         multi_seed=False,
     ),

@@ -1,5 +1,5 @@
 """The ``rfs`` command line: ``rfs demos | base | eval | steer | bench | bench-tasks | pipeline |
-export | sim2sim | video``.
+export | sim2sim | video | corrections | offline``.
 
 Each subcommand is a stage module of its own (``experiments.demos``, ``.base``, ``.steer``,
 ``.bench``, ``.pipeline``); its ``--help`` comes from that module's args dataclass (tyro).
@@ -16,6 +16,7 @@ from experiments.bench import BenchArgs, BenchTasksArgs, bench, bench_tasks
 from experiments.common import console
 from experiments.demos import DemosArgs, demos
 from experiments.export import ExportArgs, export
+from experiments.offline import CorrectionsArgs, OfflineArgs, corrections, offline
 from experiments.pipeline import PipelineArgs, pipeline
 from experiments.pipeline import cli_default as pipeline_cli_default
 from experiments.sim2sim import Sim2SimArgs, sim2sim
@@ -41,6 +42,8 @@ COMMANDS = {
     "export": (ExportArgs, export),
     "sim2sim": (Sim2SimArgs, sim2sim),
     "video": (VideoArgs, video),
+    "corrections": (CorrectionsArgs, corrections),
+    "offline": (OfflineArgs, offline),
 }
 
 # Commands whose defaults depend on the command line itself (a preset, a run to resume):

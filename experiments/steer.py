@@ -851,9 +851,14 @@ def _evaluate_state(
 
     from rfs_jax.agents.ppo import num_seeds
     from rfs_jax.agents.sac import SACNetworks
+    from rfs_jax.agents.td3bc import TD3BCNetworks
     from rfs_jax.evaluation import make_evaluator
 
-    algo = "sac" if isinstance(networks, SACNetworks) else "ppo"
+    algo = "ppo"
+    if isinstance(networks, SACNetworks):
+        algo = "sac"
+    elif isinstance(networks, TD3BCNetworks):
+        algo = "td3bc"
     make_policy = agent(algo).module.make_policy
     policy = functools.partial(make_policy(networks, base_params), deterministic=deterministic)
     run = make_evaluator(env, episode_length, policy, episodes)

@@ -26,6 +26,8 @@ class Episode:
     rewards: np.ndarray  # [T]
     dones: np.ndarray  # [T]
     success: bool
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    """Further per-episode datasets (``rfs corrections``: base and residual actions, ...)."""
 
 
 @dataclasses.dataclass
@@ -165,8 +167,13 @@ def save_demos(path: str | Path, demos: DemoSet) -> Path:
             g.attrs["success"] = bool(ep.success)
             for name in ("obs", "actions", "rewards", "dones"):
                 g.create_dataset(name, data=getattr(ep, name), compression="gzip")
+            for name, value in ep.extras.items():
+                g.create_dataset(name, data=value, compression="gzip")
     tmp.replace(path)  # a crash mid-write never leaves a half-written demo file behind
     return path
+
+
+_FIELDS = ("obs", "actions", "rewards", "dones")
 
 
 class DemoMismatchError(ValueError):
@@ -187,8 +194,9 @@ def load_demos(path: str | Path, env=None, task: str | None = None) -> DemoSet:
             names = sorted(data.keys(), key=lambda n: int(n.split("_")[1]))
             episodes = [
                 Episode(
-                    *(np.asarray(data[n][k]) for k in ("obs", "actions", "rewards", "dones")),
+                    *(np.asarray(data[n][k]) for k in _FIELDS),
                     success=bool(data[n].attrs.get("success", True)),
+                    extras={k: np.asarray(v) for k, v in data[n].items() if k not in _FIELDS},
                 )
                 for n in names
             ]

@@ -71,6 +71,11 @@ class TD3BCConfig:
 
     log_interval: int = 500
 
+    eval_episodes: int = 512
+    """Episodes of the evaluation after the fit (and of `rfs eval` on the run by default)."""
+    deterministic_eval: bool = True
+    """The actor is deterministic; kept for the run layer's common evaluation."""
+
     def __post_init__(self):
         if self.critic not in CRITICS:
             raise ValueError(f"unknown critic {self.critic!r}; expected one of {CRITICS}")
@@ -81,7 +86,7 @@ class TD3BCConfig:
             raise ValueError("td3bc.bc_coef, policy_noise and policy_noise_clip must be >= 0")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"td3bc.gamma must lie in (0, 1], got {self.gamma}")
-        for name in ("policy_delay", "batch_size", "num_updates", "log_interval"):
+        for name in ("policy_delay", "batch_size", "num_updates", "log_interval", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"td3bc.{name} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "actor_hidden", tuple(int(h) for h in self.actor_hidden))

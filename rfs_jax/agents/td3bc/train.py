@@ -210,3 +210,62 @@ def fit(
         if progress_fn is not None:
             progress_fn(done, record)
     return state, history
+
+
+# ---- an offline run as a steering run folder (``experiments.offline``) ------------------------
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class OfflineRunState:
+    """What an offline run's checkpoint holds: the fields every agent's run state has
+    (``experiments.agents``), with the actor as ``steering_params`` and the critic beside it."""
+
+    obs_stats: RunningStats
+    steering_params: Params
+    critic: Params
+    env_steps: Array  # env steps of the correction data (decisions x H_exec)
+    iteration: Array  # critic updates
+
+    @property
+    def policy_params(self) -> tuple[RunningStats, Params]:
+        return self.obs_stats, self.steering_params
+
+
+def run_state(state: TD3BCState, env_steps: int) -> OfflineRunState:
+    return OfflineRunState(
+        obs_stats=state.obs_stats,
+        steering_params=state.actor,
+        critic=state.critic,
+        env_steps=jnp.asarray(env_steps, jnp.int32),
+        iteration=state.step,
+    )
+
+
+def make_networks(env, sampler, steering_cfg, cfg, *, horizon: int, exec_horizon: int):
+    """The networks of an offline run over ``sampler``, the agents' common signature."""
+    from rfs_jax.agents.td3bc.networks import make_td3bc_networks
+    from rfs_jax.steering import make_steering
+
+    steering = make_steering(
+        steering_cfg, sampler, env.observation_size, env.action_size, horizon, exec_horizon
+    )
+    return make_td3bc_networks(steering, cfg)
+
+
+def abstract_training_state(env, episode_length, networks, cfg, key, *, mesh=None):
+    """Shapes of an offline run's ``OfflineRunState`` (the restore target of its checkpoint);
+    the agents' common signature (``env``, ``episode_length``, ``cfg`` and ``mesh`` unused)."""
+    del env, episode_length, cfg, mesh
+
+    def build(k):
+        k_a, k_c = jax.random.split(k)
+        return OfflineRunState(
+            obs_stats=running_stats.init(networks.steering.obs_size),
+            steering_params=networks.init_actor(k_a),
+            critic=networks.init_critic(k_c),
+            env_steps=jnp.zeros((), jnp.int32),
+            iteration=jnp.zeros((), jnp.int32),
+        )
+
+    return jax.eval_shape(build, key)
