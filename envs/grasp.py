@@ -58,6 +58,11 @@ class GraspConfig:
     """Initial wrist position (m)."""
     wrist_home_noise: float = 0.05
     """Half-range of the uniform noise on the initial wrist position (m)."""
+    object_pos_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Error of the observed object position (m), as from a miscalibrated camera: the policy's
+    observation (object position, fingertips and grasp point relative to it, height) is of an
+    object this far from the real one. A deployment shift (``rfs corrections --shift``); the
+    scripted experts read the true state and do not see it."""
 
     @property
     def hold_steps(self) -> int:
@@ -145,6 +150,7 @@ class Grasp(HandEnv):
         (15), object pose, velocity and size (16), contact flags (5), height above rest (1) and
         hold progress (1)."""
         pos, quat = self.object_pose(data, "object")
+        pos = pos + jnp.array(self.config.object_pos_bias)
         tips = (self.tip_pos(data) - pos).reshape(-1)
         grasp = self.grasp_pos(data) - pos
         return jnp.concatenate(

@@ -110,3 +110,19 @@ def test_bad_corrector_settings_are_refused():
         CorrectorConfig(window=0)
     with pytest.raises(ValueError, match="drop"):
         CorrectorConfig(drop=0.0)
+
+
+def test_camera_offset_shifts_only_the_observed_object():
+    """``object_pos_bias`` (the camera_offset shift) moves the observed object, and the
+    fingertips and grasp point relative to it, by the bias; the simulated state is untouched."""
+    bias = np.array([0.02, 0.02, 0.0], np.float32)
+    plain = envs.make("grasp")
+    shifted = envs.make("grasp", object_pos_bias=tuple(bias.tolist()))
+    key = jax.random.key(3)
+    a, b = jax.jit(plain.reset)(key), jax.jit(shifted.reset)(key)
+    np.testing.assert_array_equal(a.pipeline_state.qpos, b.pipeline_state.qpos)
+    diff = np.asarray(b.obs - a.obs)
+    want = np.zeros_like(diff)
+    want[44:59] = -np.tile(bias, 5)  # four fingertips and the grasp point, relative to it
+    want[59:62] = bias  # the object's position
+    np.testing.assert_allclose(diff, want, atol=1e-6)
