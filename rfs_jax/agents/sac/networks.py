@@ -219,12 +219,18 @@ class SACNetworks:
         return metrics
 
 
-def make_sac_networks(steering: Steering, cfg: SACConfig) -> SACNetworks:
-    if steering.cfg.learns_latent and cfg.latent_bound > steering.cfg.latent_bound:
+def check_latent_bound(steering: Steering, bound: float, flag: str) -> None:
+    """An actor's ``latent_bound * tanh`` latent must stay inside the clip ``compose`` applies
+    (``flag`` names the option in the error, e.g. ``sac.latent_bound``)."""
+    if steering.cfg.learns_latent and bound > steering.cfg.latent_bound:
         raise ValueError(
-            f"sac.latent_bound {cfg.latent_bound} must not exceed steering.latent_bound "
+            f"{flag} {bound} must not exceed steering.latent_bound "
             f"{steering.cfg.latent_bound} (the clip compose applies)"
         )
+
+
+def make_sac_networks(steering: Steering, cfg: SACConfig) -> SACNetworks:
+    check_latent_bound(steering, cfg.latent_bound, "sac.latent_bound")
     return SACNetworks(steering=steering, cfg=cfg)
 
 

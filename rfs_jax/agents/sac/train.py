@@ -108,16 +108,17 @@ def _critic_action_size(networks: SACNetworks) -> int:
     return networks.steering.raw_size
 
 
-def _optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
+def clipped_adam(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
+    """Adam after clipping the global gradient norm (every SAC and TD3+BC optimiser)."""
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
 
 
 def make_optimizers(cfg: SACConfig):
     """``(actor, critic, alias, alpha)`` optimisers."""
     return (
-        _optimizer(cfg.actor_lr, cfg.max_grad_norm),
-        _optimizer(cfg.critic_lr, cfg.max_grad_norm),
-        _optimizer(cfg.alias_lr, cfg.max_grad_norm),
+        clipped_adam(cfg.actor_lr, cfg.max_grad_norm),
+        clipped_adam(cfg.critic_lr, cfg.max_grad_norm),
+        clipped_adam(cfg.alias_lr, cfg.max_grad_norm),
         optax.adam(cfg.alpha_lr),
     )
 

@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rfs_jax import running_stats
-from rfs_jax.agents.sac.networks import TwinQ
+from rfs_jax.agents.sac.networks import TwinQ, check_latent_bound
 from rfs_jax.agents.td3bc.config import TD3BCConfig
 from rfs_jax.running_stats import RunningStats
 from rfs_jax.steering import Steering
@@ -86,11 +86,7 @@ class TD3BCNetworks:
 
 
 def make_td3bc_networks(steering: Steering, cfg: TD3BCConfig) -> TD3BCNetworks:
-    if steering.cfg.learns_latent and cfg.latent_bound > steering.cfg.latent_bound:
-        raise ValueError(
-            f"td3bc.latent_bound {cfg.latent_bound} must not exceed steering.latent_bound "
-            f"{steering.cfg.latent_bound} (the clip compose applies)"
-        )
+    check_latent_bound(steering, cfg.latent_bound, "td3bc.latent_bound")
     return TD3BCNetworks(steering=steering, cfg=cfg)
 
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from rfs_jax import running_stats
+from rfs_jax.agents.sac.train import clipped_adam
 from rfs_jax.agents.td3bc import losses
 from rfs_jax.agents.td3bc.networks import TD3BCNetworks
 from rfs_jax.running_stats import RunningStats
@@ -63,10 +64,6 @@ def check_dataset(data: dict[str, Any], networks: TD3BCNetworks) -> None:
             )
 
 
-def _optimizer(lr: float, max_grad_norm: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(lr))
-
-
 def init_state(networks: TD3BCNetworks, data: dict[str, Array], key: PRNGKey) -> TD3BCState:
     """Fresh actor (the base at its mean), critics, targets; observation statistics of the
     dataset's observations."""
@@ -79,8 +76,8 @@ def init_state(networks: TD3BCNetworks, data: dict[str, Array], key: PRNGKey) ->
         critic=critic,
         target_actor=actor,
         target_critic=critic,
-        actor_opt=_optimizer(cfg.actor_lr, cfg.max_grad_norm).init(actor),
-        critic_opt=_optimizer(cfg.critic_lr, cfg.max_grad_norm).init(critic),
+        actor_opt=clipped_adam(cfg.actor_lr, cfg.max_grad_norm).init(actor),
+        critic_opt=clipped_adam(cfg.critic_lr, cfg.max_grad_norm).init(critic),
         obs_stats=stats,
         step=jnp.zeros((), jnp.int32),
         key=key,
@@ -91,8 +88,8 @@ def make_update(networks: TD3BCNetworks, base_params: Params) -> Callable:
     """``update(state, batch) -> (state, metrics)``: one critic step; every ``policy_delay``
     steps also one actor step and the Polyak update of the targets (TD3's delayed updates)."""
     cfg = networks.cfg
-    actor_tx = _optimizer(cfg.actor_lr, cfg.max_grad_norm)
-    critic_tx = _optimizer(cfg.critic_lr, cfg.max_grad_norm)
+    actor_tx = clipped_adam(cfg.actor_lr, cfg.max_grad_norm)
+    critic_tx = clipped_adam(cfg.critic_lr, cfg.max_grad_norm)
     actor_apply, critic_apply = networks.actor.apply, networks.critic.apply
 
     def update(state: TD3BCState, batch: dict[str, Array]) -> tuple[TD3BCState, Metrics]:
